@@ -1,0 +1,49 @@
+# Two commands on a fresh machine with Python 3.11+ and git:  make demo  ·  make test
+# Both create .venv (if absent) and install crispml with the tested, pinned set of backends.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS ?= all,dev
+
+.PHONY: install demo test lint typecheck bench docs lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# pip byte-compiles at install time (PYTHONDONTWRITEBYTECODE=1 is set here, so a venv
+# without .pyc files would recompile every module at every start).
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --quiet --compile -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	cd examples/quickstart && ../../$(BIN)/crispml run recipe.yaml
+	cd examples/quickstart && ../../$(BIN)/python run.py
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check core plugins tests
+	$(BIN)/mypy core/crispml
+
+docs: install
+	$(BIN)/python -m crispml._docgen > docs/hooks.md
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+# Re-pin the tested set after changing an extra (then run make test).
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]" "fastapi>=0.150,<0.155"
+	( echo "# The tested, co-installable set of every backend (make install passes it to pip as -c)."; \
+	  echo "# Regenerate with: make lock   (after changing pyproject.toml's extras)"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(crispml|pip|setuptools)==' ) > constraints.txt
+
+clean:
+	rm -rf $(VENV) .crispml examples/*/.crispml

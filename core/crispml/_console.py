@@ -1,0 +1,91 @@
+"""Live progress on the terminal: an observer plugin the CLI registers (the API stays quiet)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from crispml._markers import hookimpl
+
+if TYPE_CHECKING:
+    from crispml.context import RunContext
+    from crispml.results import Result
+
+_STYLE = {
+    "succeeded": ("✓", "green"),
+    "cached": ("↺", "cyan"),
+    "rejected": ("✗", "yellow"),
+    "failed": ("✗", "red"),
+    "skipped": ("-", "dim"),
+}
+
+
+def _brief(result: Result) -> str:
+    summary = result.summary()
+    if result.metrics:
+        return "  ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:4])
+    if "rows" in summary and "columns" in summary:
+        return f"{summary['rows']} rows × {summary['columns']} columns"
+    if "estimator" in summary:
+        return str(summary["estimator"])
+    return ""
+
+
+class ConsoleReporter:
+    """Prints one line per stage (name, plugin, status, time) and a spinner while it runs."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self._status: Any = None
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def _line(self, stage: str, plugin: str, status: str, duration: float | None, note: str) -> None:
+        mark, color = _STYLE.get(status, ("?", "white"))
+        secs = f"{duration:6.2f}s" if duration is not None else "       "
+        self.console.print(
+            f"  [{color}]{mark}[/] {stage:<9} {plugin:<18} [{color}]{status:<9}[/] {secs}  {note}"
+        )
+
+    @hookimpl
+    def crispml_before_run(self, context: RunContext) -> None:
+        resumed = " (resumed)" if context.resumed else ""
+        self.console.print(f"[bold]crispml[/] run [bold]{context.recipe.name}[/]  {context.run_id}{resumed}")
+
+    @hookimpl
+    def crispml_before_stage(self, stage: str, plugin: str) -> None:
+        if self.console.is_terminal:
+            self._status = self.console.status(f"{stage} ({plugin}) running…")
+            self._status.start()
+
+    @hookimpl
+    def crispml_after_stage(self, stage: str, plugin: str, status: str, result: Result, duration: float) -> None:
+        self._stop()
+        note = _brief(result)
+        if status == "rejected" and result.rejection:
+            note = result.rejection
+        self._line(stage, plugin, status, duration, note)
+
+    @hookimpl
+    def crispml_on_stage_error(self, stage: str, plugin: str, error: BaseException) -> None:
+        self._stop()
+        self._line(stage, plugin, "failed", None, f"{type(error).__name__}: {error}")
+
+    @hookimpl
+    def crispml_after_run(self, context: RunContext, status: str) -> None:
+        self._stop()
+        manifest = context.manifest()
+        for record in manifest["stages"]:
+            if record["status"] == "skipped":
+                self._line(record["name"], record["plugin"], "skipped", None, "")
+        _, color = _STYLE.get(status, ("", "white"))
+        why = manifest.get("rejection") or manifest.get("error") or ""
+        self.console.print(
+            f"[{color}]run {status}[/] in {manifest.get('duration') or 0:.2f}s"
+            + (f": {why}" if why else "")
+            + f"  (.crispml/runs/{context.run_id})"
+        )

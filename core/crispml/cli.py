@@ -1,0 +1,255 @@
+"""The ``crispml`` command line.
+
+Start-up is kept cheap: this module imports click alone; each command imports what it needs
+when it runs, and plugins' own commands (``crispml_register_commands``) are added only when the
+command asked for is not a core one, or when ``--help`` lists them all.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from crispml._version import __version__
+from crispml.errors import EXIT_USAGE, CrispmlError
+
+_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume")
+
+
+class _Group(click.Group):
+    """A group that asks plugins for their commands only when it has to."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if self._plugins_added:
+            return
+        self._plugins_added = True
+        from crispml.plugins import get_plugins
+
+        get_plugins().pm.hook.crispml_register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _CORE_COMMANDS:
+            self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crispml")
+def cli() -> None:
+    """crispml: ML lifecycle recipes with quality gates, on real backends.
+
+    Exit codes: 0 succeeded, 1 failed, 2 usage or recipe error, 3 rejected by a gate.
+    """
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+# -- plugins -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: version, source, stages, hooks, backend status."""
+    from crispml.plugins import get_plugins
+
+    infos = get_plugins().describe()
+    if as_json:
+        _print_json([i.as_json() for i in infos])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("plugin", "version", "source", "provides", "hooks", "backend"):
+        table.add_column(column)
+    for info in infos:
+        if info.error:
+            table.add_row(info.name, info.version or "", info.source, "", "", f"[red]failed to load: {info.error}[/]")
+            continue
+        decl = info.declaration
+        provides = []
+        if decl is not None:
+            provides = sorted(decl.stages) + (["tracker"] if decl.tracker else []) + (["runner"] if decl.runner else [])
+        backend = []
+        for b in decl.backends if decl else ():
+            version = b.version()
+            backend.append(f"{b.distribution} {version}" if b.installed() and version else f"[red]missing: {b.install_hint()}[/]")
+        hooks = [h.removeprefix("crispml_") for h in info.hooks]
+        table.add_row(info.name, info.version or "", info.source, ", ".join(provides), ", ".join(hooks), ", ".join(backend) or "-")
+    Console(highlight=False).print(table)
+
+
+# -- run, check, resume ----------------------------------------------------------------------
+
+
+def _finish(result: Any) -> None:
+    sys.exit(result.exit_code)
+
+
+def _reporter() -> Any:
+    from crispml._console import ConsoleReporter
+    from crispml.plugins import get_plugins
+
+    plugins = get_plugins()
+    plugins.register(ConsoleReporter(), "console", source="builtin")
+    return plugins
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.params.C=0.5 (repeatable).")
+@click.option("--no-cache", is_flag=True, help="Run every stage, reusing no stored result.")
+def run(recipe: str, overrides: tuple[str, ...], no_cache: bool) -> None:
+    """Check RECIPE against the installed plugins, then run it."""
+    from crispml.runs import run as run_recipe
+
+    _finish(run_recipe(recipe, overrides=list(overrides), use_cache=not no_cache, plugins=_reporter()))
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
+def check(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Validate RECIPE (fields, plugins, options, gates) without running anything."""
+    from crispml.runs import check as check_recipe
+
+    resolved = check_recipe(recipe, overrides=list(overrides))
+    steps = ", ".join(f"{s.stage} ({s.plugin})" for s in resolved.steps)
+    click.echo(f"{recipe}: ok — {steps}; runner {resolved.runner}")
+
+
+@cli.command()
+@click.argument("run_id")
+def resume(run_id: str) -> None:
+    """Continue a failed or interrupted run from its first unfinished stage."""
+    from crispml.runs import resume as resume_run
+
+    _finish(resume_run(run_id, plugins=_reporter()))
+
+
+# -- runs, show ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+def runs(as_json: bool, limit: int) -> None:
+    """List runs in this project's run store, newest first."""
+    from crispml.runs import run_state
+    from crispml.store import RunStore, find_project
+
+    manifests = RunStore(find_project()).list_runs()[:limit]
+    rows = [
+        {
+            "run_id": m["run_id"],
+            "recipe": m["recipe_name"],
+            "status": run_state(m),
+            "started": m["started"],
+            "duration": m.get("duration"),
+            "data": (m.get("data") or {}).get("fingerprint"),
+            "commit": ((m.get("environment") or {}).get("git") or {}).get("commit"),
+            "stages": {s["name"]: s["status"] for s in m["stages"]},
+        }
+        for m in manifests
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no runs yet (crispml run RECIPE)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("run", "recipe", "status", "started", "time", "data", "stages"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["run_id"], r["recipe"], r["status"], r["started"][:19].replace("T", " "),
+            f"{r['duration']:.2f}s" if r["duration"] is not None else "",
+            (r["data"] or "")[:12],
+            " ".join(f"{k}:{v}" for k, v in r["stages"].items()),
+        )
+    Console(highlight=False).print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON.")
+def show(run_id: str, as_json: bool) -> None:
+    """Show one run: outcome, stages, data, versions."""
+    from crispml.runs import run_state
+    from crispml.store import RunStore, find_project
+
+    manifest = RunStore(find_project()).read_manifest(run_id)
+    if as_json:
+        _print_json(manifest)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    env = manifest.get("environment") or {}
+    git = env.get("git") or {}
+    console.print(f"[bold]{manifest['run_id']}[/]  recipe {manifest['recipe_name']}  status [bold]{run_state(manifest)}[/]")
+    if manifest.get("rejection"):
+        console.print(f"rejected: {manifest['rejection']}")
+    if manifest.get("error"):
+        console.print(f"error: {manifest['error']}")
+    data = manifest.get("data") or {}
+    if data:
+        console.print(f"data: {data.get('source')}  fingerprint {data.get('fingerprint')}  {data.get('rows')} rows")
+    dirty = " (dirty)" if git.get("dirty") else ""
+    console.print(f"crispml {env.get('crispml')}  python {env.get('python')}  git {git.get('commit') or '-'}{dirty}")
+    table = Table(box=None, pad_edge=False)
+    for column in ("stage", "plugin", "status", "time", "summary"):
+        table.add_column(column)
+    for s in manifest["stages"]:
+        summary = s.get("summary") or {}
+        brief = ", ".join(f"{k}={v:.4g}" for k, v in (summary.get("metrics") or {}).items())
+        if s.get("reasons"):
+            brief = "; ".join(s["reasons"])
+        if s.get("error"):
+            brief = s["error"]
+        table.add_row(s["name"], s["plugin"], s["status"], f"{s['duration']:.2f}s" if s.get("duration") is not None else "", brief)
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a user's mistake prints one line and exits 2 — never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="crispml", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except CrispmlError as exc:
+        click.echo(f"crispml: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["EXIT_USAGE", "cli", "main"]

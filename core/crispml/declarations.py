@@ -1,0 +1,107 @@
+"""What a plugin declares about itself, and the base class of every options model.
+
+A plugin's ``crispml_declare`` hook returns a :class:`Declaration`. Recipes are validated
+against it before anything runs; ``crispml plugins`` shows it. Nothing here imports a backend:
+``Backend`` names a distribution and its top-level module so that the core can tell whether it
+is installed (``importlib.util.find_spec``) without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+
+class Options(BaseModel):
+    """Base class of a plugin's options model: unknown fields are errors, not silence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def external_inputs(self) -> list[Path]:
+        """Files outside the run store this step reads (data files, suites).
+
+        Their contents are part of the step's cache key, so a changed file re-runs the step.
+        Override in an options model whose step reads files.
+        """
+        return []
+
+    def provided_metrics(self) -> list[str] | None:
+        """The metric names this step's result will carry, if known before it runs.
+
+        When known, a ``gate:`` naming any other metric is a recipe error. ``None``: unknown.
+        """
+        return None
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    if not value.exists():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path option, resolved against the recipe's directory, that must exist when checked."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A library a plugin drives, e.g. ``Backend("scikit-learn", "sklearn", extra="sklearn")``."""
+
+    distribution: str
+    module: str
+    extra: str | None = None
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+    def version(self) -> str | None:
+        try:
+            return metadata.version(self.distribution)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def install_hint(self) -> str:
+        return f"pip install 'crispml[{self.extra}]'" if self.extra else f"pip install {self.distribution}"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What one plugin provides."""
+
+    stages: Mapping[str, type[Options]] = field(default_factory=dict)
+    """Stage name → the options model its step is validated against."""
+    tracker: type[Options] | None = None
+    """Set for a tracker (an observer a recipe enables with ``tracking: [name]``)."""
+    runner: type[Options] | None = None
+    """Set for a runner (``runner: name``), which implements ``crispml_execute``."""
+    backends: tuple[Backend, ...] = ()
+    description: str = ""
+
+    def missing_backends(self) -> list[Backend]:
+        return [b for b in self.backends if not b.installed()]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "stages": sorted(self.stages),
+            "tracker": self.tracker is not None,
+            "runner": self.runner is not None,
+            "description": self.description,
+            "backends": [
+                {
+                    "distribution": b.distribution,
+                    "installed": b.installed(),
+                    "version": b.version(),
+                    "install": None if b.installed() else b.install_hint(),
+                }
+                for b in self.backends
+            ],
+        }

@@ -1,0 +1,281 @@
+"""Hook specifications: the single source of truth for what a crispml plugin can do.
+
+Every hook is prefixed ``crispml_``. ``docs/hooks.md`` is generated from the docstrings below
+(``python -m crispml._docgen``); a test fails when it is stale.
+
+A plugin implements any subset of these with ``@crispml.hookimpl``, and each implementation may
+accept any subset of the hook's parameters (pluggy passes only the ones it names).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from crispml._markers import _hookspec
+
+if TYPE_CHECKING:
+    import click
+    from pydantic import BaseModel
+
+    from crispml.context import RunContext
+    from crispml.declarations import Declaration
+    from crispml.plan import RunPlan
+    from crispml.results import (
+        Dataset,
+        Deployment,
+        Evaluation,
+        ModelVersion,
+        MonitorReport,
+        Result,
+        TrainedModel,
+        ValidationReport,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Declaration
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec
+def crispml_declare() -> Declaration:
+    """Declare what this plugin provides.
+
+    Called once per plugin when a recipe is checked and by ``crispml plugins``. Must not import
+    the backend library: declare the options models and name the backend, nothing more.
+
+    :return: a :class:`crispml.Declaration` naming the stages the plugin implements with a
+        pydantic options model for each, whether it is a tracker or a runner, and the backend
+        distributions it needs (with the extra that installs them).
+    """
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Stage hooks — the runner calls each one restricted to the plugin the recipe's step names.
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec(firstresult=True)
+def crispml_load(options: BaseModel, context: RunContext) -> Dataset | None:
+    """Load the data a recipe works on.
+
+    :param options: the step's options, validated against the plugin's declared model.
+    :param context: the run context (run id, recipe, artifact directory, logger).
+    :return: a :class:`crispml.Dataset`. The runner applies the recipe's seeded ``split`` to it.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_validate(
+    options: BaseModel, dataset: Dataset, context: RunContext
+) -> ValidationReport | None:
+    """Validate a dataset before anything is trained on it.
+
+    :param options: the step's validated options.
+    :param dataset: the loaded dataset (all rows, before the split is used).
+    :param context: the run context.
+    :return: a :class:`crispml.ValidationReport`; set its ``rejection`` to stop the run as
+        rejected when the data must not be trained on.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_train(options: BaseModel, dataset: Dataset, context: RunContext) -> TrainedModel | None:
+    """Fit a model on the training split.
+
+    :param options: the step's validated options.
+    :param dataset: the dataset; train on ``dataset.train_frame``.
+    :param context: the run context.
+    :return: a :class:`crispml.TrainedModel`.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_evaluate(
+    options: BaseModel, model: TrainedModel, dataset: Dataset, context: RunContext
+) -> Evaluation | None:
+    """Measure a trained model on the held-out split.
+
+    :param options: the step's validated options.
+    :param model: the trained model.
+    :param dataset: the dataset; evaluate on ``dataset.test_frame``.
+    :param context: the run context; write plots under ``context.artifact_dir``.
+    :return: a :class:`crispml.Evaluation` whose ``metrics`` the step's ``gate`` tests.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_register(
+    options: BaseModel,
+    model: TrainedModel,
+    evaluation: Evaluation | None,
+    dataset: Dataset,
+    context: RunContext,
+) -> ModelVersion | None:
+    """Register a model version in a model registry (and decide whether it is promoted).
+
+    :param options: the step's validated options.
+    :param model: the trained model.
+    :param evaluation: its evaluation, if the recipe has an ``evaluate`` step.
+    :param dataset: the dataset it was trained on, for lineage.
+    :param context: the run context.
+    :return: a :class:`crispml.ModelVersion`; set ``rejection`` when a champion/challenger
+        comparison says no, and leave the registry's aliases as they were.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_deploy(
+    options: BaseModel,
+    model_version: ModelVersion | None,
+    model: TrainedModel | None,
+    context: RunContext,
+) -> Deployment | None:
+    """Serve a model version.
+
+    :param options: the step's validated options.
+    :param model_version: the registered version, if the recipe has a ``register`` step.
+    :param model: the trained model, if the recipe trained one.
+    :param context: the run context.
+    :return: a :class:`crispml.Deployment`; set ``rejection`` when a smoke test fails, and
+        leave the previous deployment serving.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_monitor(
+    options: BaseModel,
+    dataset: Dataset | None,
+    model_version: ModelVersion | None,
+    deployment: Deployment | None,
+    context: RunContext,
+) -> MonitorReport | None:
+    """Compare production data with reference data (drift, quality).
+
+    :param options: the step's validated options.
+    :param dataset: the reference dataset, if the recipe loads one.
+    :param model_version: the model version being monitored, if known.
+    :param deployment: the deployment being monitored, if known.
+    :param context: the run context.
+    :return: a :class:`crispml.MonitorReport`; ``retrain=True`` asks for retraining.
+
+    Stops at first non-None result.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Event hooks — called on every plugin (trackers only when the recipe names them).
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec
+def crispml_before_run(context: RunContext) -> None:
+    """A run is about to execute its first stage.
+
+    :param context: the run context; ``context.recipe`` is the resolved recipe.
+    """
+
+
+@_hookspec
+def crispml_after_run(context: RunContext, status: str, error: BaseException | None) -> None:
+    """A run has ended.
+
+    :param context: the run context.
+    :param status: ``succeeded``, ``rejected`` or ``failed``.
+    :param error: the error that failed the run, if it failed.
+    """
+
+
+@_hookspec
+def crispml_before_stage(stage: str, plugin: str, context: RunContext) -> None:
+    """A stage is about to run (or to be served from the cache).
+
+    :param stage: the stage name (``load``, ``train``…).
+    :param plugin: the plugin the recipe binds it to.
+    :param context: the run context.
+    """
+
+
+@_hookspec
+def crispml_after_stage(
+    stage: str,
+    plugin: str,
+    status: str,
+    result: Result,
+    duration: float,
+    context: RunContext,
+) -> None:
+    """A stage has produced its result.
+
+    :param stage: the stage name.
+    :param plugin: the plugin that ran it.
+    :param status: ``succeeded``, ``cached`` (reused from an earlier run) or ``rejected``.
+    :param result: the stage's result; its files are under ``context.artifact_dir(stage)``.
+    :param duration: wall time in seconds.
+    :param context: the run context.
+    """
+
+
+@_hookspec
+def crispml_on_stage_error(
+    stage: str, plugin: str, error: BaseException, context: RunContext
+) -> None:
+    """A stage raised an error; the run will end ``failed``.
+
+    :param stage: the stage name.
+    :param plugin: the plugin that raised.
+    :param error: the exception.
+    :param context: the run context.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Runners and the command line
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec(firstresult=True)
+def crispml_execute(plan: RunPlan, options: BaseModel) -> str | None:
+    """Execute a run plan: call ``plan.run_stage(name)`` for each of ``plan.stage_names``.
+
+    The runner named by the recipe's ``runner:`` is the only one called. A runner decides how
+    and where stages execute (in-process, as Prefect tasks with retries); the plan does the
+    rest (caching, gates, events, the run store).
+
+    :param plan: the run plan.
+    :param options: the runner's validated options.
+    :return: the run's status (``plan.finish()``'s value).
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec
+def crispml_register_commands(cli: click.Group) -> None:
+    """Add commands to the ``crispml`` command line.
+
+    Import the backend inside each command's body, never at module level: every command
+    (including ``crispml --help``) loads every plugin.
+
+    :param cli: the root ``click.Group``; call ``cli.add_command(...)`` or decorate with
+        ``@cli.command()``.
+    """
+
+
+def _all_hook_names() -> list[str]:
+    """Every hookspec name, in definition order (used by the docs generator and tests)."""
+    return [name for name, value in globals().items() if name.startswith("crispml_") and callable(value)]
+

@@ -1,0 +1,206 @@
+"""Checking a recipe against the installed plugins, before anything runs.
+
+``resolve`` turns a :class:`~crispml.recipe.Recipe` into a :class:`Resolved` plan: each step
+bound to a loaded plugin that declares the stage, its options validated against that plugin's
+model, its gate parsed. Every mistake is a :class:`~crispml.errors.RecipeError` naming the
+file, the field and its YAML line — and nothing has run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from crispml._yaml import line_of, load_with_lines
+from crispml.declarations import Options
+from crispml.errors import PluginError, RecipeError
+from crispml.gates import Gate
+from crispml.plugins import Plugins
+from crispml.recipe import Recipe, describe_error
+from crispml.stages import BY_NAME
+
+
+@dataclass
+class ResolvedStep:
+    stage: str
+    plugin: str
+    options: Options
+    gates: list[Gate] = field(default_factory=list)
+    cache: bool = True
+
+
+@dataclass
+class Resolved:
+    recipe: Recipe
+    recipe_dir: Path
+    steps: list[ResolvedStep]
+    trackers: dict[str, BaseModel]
+    runner: str
+    runner_options: BaseModel
+    plugins: Plugins
+
+    def step(self, stage: str) -> ResolvedStep | None:
+        return next((s for s in self.steps if s.stage == stage), None)
+
+    def backend_distributions(self) -> list[str]:
+        names = {s.plugin for s in self.steps} | set(self.trackers) | {self.runner}
+        return [b.distribution for n in names for b in self.plugins.declaration(n).backends]
+
+
+@contextmanager
+def on_path(folder: Path) -> Iterator[None]:
+    """Make modules next to the recipe importable (``plugins: [steps]`` finds ``steps.py``)."""
+    entry = str(folder)
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+class _Locator:
+    """Turns a field path into ``file:line`` using the recipe's YAML, when there is one."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.file = str(recipe.source) if recipe.source else None
+        self.lines: dict[tuple[str | int, ...], int] = {}
+        if recipe.source and recipe.source.is_file():
+            try:
+                self.lines = load_with_lines(recipe.source.read_text())[1]
+            except Exception:
+                self.lines = {}
+
+    def error(self, path: tuple[Any, ...], message: str) -> RecipeError:
+        return RecipeError(
+            message,
+            field=".".join(str(p) for p in path),
+            file=self.file,
+            line=line_of(self.lines, path) if self.lines else None,
+        )
+
+
+def _validate_options(
+    model: type[BaseModel], data: dict[str, Any], prefix: tuple[Any, ...], where: _Locator,
+    base_dir: Path,
+) -> Any:
+    try:
+        return model.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        msg = describe_error(err)
+        if err.get("type") == "extra_forbidden" and loc:
+            known = sorted(model.model_fields)
+            near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            msg = f"unknown option ({hint}expected one of: {', '.join(known)})"
+        raise where.error((*prefix, *loc), msg) from None
+
+
+def _plugin_for(
+    plugins: Plugins, name: str, path: tuple[Any, ...], where: _Locator, what: str
+) -> None:
+    if name in plugins.names():
+        return
+    broken = plugins.infos.get(name)
+    if broken is not None and broken.error:
+        raise where.error(path, f"plugin '{name}' is installed but failed to load: {broken.error}")
+    installed = ", ".join(sorted(plugins.names())) or "none"
+    near = difflib.get_close_matches(name, plugins.names(), n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    raise where.error(path, f"no plugin named '{name}' {what}; {hint}installed: {installed}")
+
+
+def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
+    """Bind and validate every step of ``recipe``; raise a ``RecipeError`` on the first mistake."""
+    where = _Locator(recipe)
+    recipe_dir = (recipe.source.parent if recipe.source else Path.cwd()).resolve()
+
+    with on_path(recipe_dir):
+        for i, module in enumerate(recipe.plugins):
+            try:
+                plugins.load_modules([module])
+            except PluginError as exc:
+                raise where.error(("plugins", i), str(exc)) from None
+            except Exception as exc:
+                raise where.error(
+                    ("plugins", i), f"cannot import module '{module}': {type(exc).__name__}: {exc}"
+                ) from None
+
+    present = {stage for stage, _ in recipe.steps()}
+    steps: list[ResolvedStep] = []
+    for stage, step in recipe.steps():
+        spec = BY_NAME[stage]
+        missing = [r for r in spec.requires if r not in present]
+        if missing:
+            raise where.error((stage,), f"stage '{stage}' needs a '{missing[0]}' step in the recipe")
+        _plugin_for(plugins, step.use, (stage, "use"), where, "is installed")
+        decl = plugins.declaration(step.use)
+        if stage not in decl.stages:
+            offers = ", ".join(sorted(decl.stages)) or "no stages"
+            providers = ", ".join(plugins.providers(stage)) or "none installed"
+            raise where.error(
+                (stage, "use"),
+                f"plugin '{step.use}' does not provide stage '{stage}' (it provides: {offers}; "
+                f"plugins that provide '{stage}': {providers})",
+            )
+        for backend in decl.missing_backends():
+            raise where.error(
+                (stage, "use"),
+                f"plugin '{step.use}' needs {backend.distribution}, which is not installed: "
+                f"{backend.install_hint()}",
+            )
+        options = _validate_options(
+            decl.stages[stage], step.options, (stage,), where, recipe_dir
+        )
+        gates = []
+        for metric, expression in step.gate.items():
+            try:
+                gates.append(Gate.parse(metric, expression))
+            except ValueError as exc:
+                raise where.error((stage, "gate", metric), str(exc)) from None
+        provided = options.provided_metrics()
+        if provided is not None:
+            for gate in gates:
+                if gate.metric not in provided:
+                    raise where.error(
+                        (stage, "gate", gate.metric),
+                        f"metric '{gate.metric}' is not computed by this step "
+                        f"(it computes: {', '.join(provided) or 'nothing'})",
+                    )
+        steps.append(ResolvedStep(stage, step.use, options, gates, step.cache))
+
+    trackers: dict[str, BaseModel] = {}
+    for name, raw in recipe.tracking.items():
+        _plugin_for(plugins, name, ("tracking", name), where, "is installed")
+        decl = plugins.declaration(name)
+        if decl.tracker is None:
+            raise where.error(("tracking", name), f"plugin '{name}' is not a tracker")
+        for backend in decl.missing_backends():
+            raise where.error(
+                ("tracking", name),
+                f"tracker '{name}' needs {backend.distribution}: {backend.install_hint()}",
+            )
+        trackers[name] = _validate_options(decl.tracker, raw, ("tracking", name), where, recipe_dir)
+
+    runner = recipe.runner.use
+    _plugin_for(plugins, runner, ("runner",), where, "is installed")
+    rdecl = plugins.declaration(runner)
+    if rdecl.runner is None:
+        raise where.error(("runner",), f"plugin '{runner}' is not a runner")
+    for backend in rdecl.missing_backends():
+        raise where.error(("runner",), f"runner '{runner}' needs {backend.distribution}: {backend.install_hint()}")
+    runner_options = _validate_options(
+        rdecl.runner, recipe.runner.options, ("runner",), where, recipe_dir
+    )
+    return Resolved(recipe, recipe_dir, steps, trackers, runner, runner_options, plugins)

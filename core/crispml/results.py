@@ -1,0 +1,200 @@
+"""The typed results that stages hand to each other.
+
+Each stage hook returns one of these. They are plain dataclasses so that they pickle (the run
+store keeps every stage's result) and so that the core needs no backend to handle them: a
+``Dataset`` carries a pandas DataFrame, a ``TrainedModel`` a fitted estimator, typed ``Any`` here.
+
+Two things every result offers the core:
+
+* ``metrics``: numbers a ``gate:`` can test (``accuracy: ">= 0.9"``).
+* ``rejection``: set by a plugin whose own quality check said no (failed validation, a
+  challenger that does not beat the champion). The runner ends the run ``rejected``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Result:
+    """Base of every stage result."""
+
+    metrics: dict[str, float] = field(default_factory=dict, kw_only=True)
+    """Numbers a gate can test and trackers record."""
+    artifacts: list[str] = field(default_factory=list, kw_only=True)
+    """File names written under the stage's artifact directory (``context.artifact_dir``)."""
+    rejection: str | None = field(default=None, kw_only=True)
+    """Why this result must not go further; ``None`` when it may."""
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-able description for the manifest and the terminal."""
+        out: dict[str, Any] = {}
+        if self.metrics:
+            out["metrics"] = dict(self.metrics)
+        if self.artifacts:
+            out["artifacts"] = list(self.artifacts)
+        if self.rejection:
+            out["rejection"] = self.rejection
+        return out
+
+
+@dataclass
+class Dataset(Result):
+    """Tabular data and, once the runner has split it, its train and test rows."""
+
+    frame: Any
+    """The data, a ``pandas.DataFrame``."""
+    target: str | None
+    """The column to predict, if any."""
+    name: str
+    source: str
+    """Where it came from (a path or URI), for lineage."""
+    fingerprint: str
+    """A content hash of the data: equal fingerprints mean equal data."""
+    train_index: Any = None
+    """Row positions of the training split (set by the runner from the recipe's ``split``)."""
+    test_index: Any = None
+
+    @property
+    def train_frame(self) -> Any:
+        """The training rows (all rows when there is no split)."""
+        return self.frame if self.train_index is None else self.frame.iloc[self.train_index]
+
+    @property
+    def test_frame(self) -> Any:
+        """The held-out rows (empty when there is no split)."""
+        return self.frame.iloc[0:0] if self.test_index is None else self.frame.iloc[self.test_index]
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [str(c) for c in self.frame.columns if c != self.target]
+
+    def summary(self) -> dict[str, Any]:
+        out = {
+            "name": self.name,
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "rows": int(len(self.frame)),
+            "columns": int(len(self.frame.columns)),
+            "target": self.target,
+        }
+        if self.train_index is not None:
+            out["train_rows"] = int(len(self.train_index))
+            out["test_rows"] = int(len(self.test_index))
+        return out | super().summary()
+
+
+@dataclass
+class ExpectationResult:
+    """One expectation's outcome within a :class:`ValidationReport`."""
+
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    unexpected_values: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ValidationReport(Result):
+    """The outcome of validating a dataset."""
+
+    success: bool
+    results: list[ExpectationResult] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[ExpectationResult]:
+        return [r for r in self.results if not r.success]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "expectations": len(self.results),
+            "failed": len(self.failures),
+        } | super().summary()
+
+
+@dataclass
+class TrainedModel(Result):
+    """A fitted model and what is needed to use it again."""
+
+    model: Any
+    """The fitted object (for ``flavor='sklearn'``, a ``sklearn.pipeline.Pipeline``)."""
+    flavor: str
+    task: str
+    """``classification`` or ``regression``."""
+    target: str | None
+    feature_columns: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    input_example: Any = None
+    """A few rows of input (a DataFrame), for signatures and smoke tests."""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "flavor": self.flavor,
+            "task": self.task,
+            "estimator": type(self.model).__name__,
+            "features": len(self.feature_columns),
+        } | super().summary()
+
+
+@dataclass
+class Evaluation(Result):
+    """Metrics of a model on held-out data. ``metrics`` is what gates test."""
+
+    split: str = "test"
+    rows: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.rows} | super().summary()
+
+
+@dataclass
+class ModelVersion(Result):
+    """A model version in a registry."""
+
+    name: str
+    version: str
+    uri: str
+    aliases: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    promoted: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "uri": self.uri,
+            "aliases": list(self.aliases),
+            "promoted": self.promoted,
+        } | super().summary()
+
+
+@dataclass
+class Deployment(Result):
+    """A model version being served."""
+
+    name: str
+    url: str
+    model_uri: str
+    pid: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "model_uri": self.model_uri, "pid": self.pid} | (
+            super().summary()
+        )
+
+
+@dataclass
+class MonitorReport(Result):
+    """What monitoring saw: drift, data quality, model quality on production data."""
+
+    drift_detected: bool = False
+    retrain: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {"drift_detected": self.drift_detected, "retrain": self.retrain} | super().summary()

@@ -1,0 +1,188 @@
+"""The Python API for running recipes: ``crispml.run``, ``crispml.resume``, ``crispml.check``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crispml.context import RunContext
+from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
+from crispml.plan import DONE, RunPlan
+from crispml.plugins import Plugins, get_plugins
+from crispml.recipe import Recipe
+from crispml.resolve import Resolved, resolve
+from crispml.results import Result
+from crispml.store import RunStore, find_project, new_run_id
+
+_EXIT = {"succeeded": EXIT_SUCCEEDED, "rejected": EXIT_REJECTED, "failed": EXIT_FAILED}
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its id, outcome, each stage's result and the manifest."""
+
+    run_id: str
+    status: str
+    results: dict[str, Result]
+    manifest: dict[str, Any]
+    run_dir: Path
+    error: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT[self.status]
+
+    @property
+    def stage_status(self) -> dict[str, str]:
+        return {s["name"]: s["status"] for s in self.manifest["stages"]}
+
+    def __getitem__(self, output: str) -> Result:
+        """A result by its output name: ``dataset``, ``model``, ``evaluation``…"""
+        return self.results[output]
+
+
+def _as_recipe(recipe: Recipe | str | Path, overrides: list[str] | None) -> Recipe:
+    if isinstance(recipe, Recipe):
+        if overrides:
+            from crispml.recipe import apply_overrides
+
+            data = recipe.to_dict()
+            done = apply_overrides(data, overrides)
+            return Recipe.from_dict(data, overridden=done).with_source(recipe.source)
+        return recipe
+    return Recipe.from_yaml(recipe, overrides=overrides)
+
+
+def _plugins(
+    plugins: Plugins | None, extra: dict[str, object] | None
+) -> Plugins:
+    pl = plugins or get_plugins()
+    for name, obj in (extra or {}).items():
+        if pl.get(name) is None:
+            pl.register(obj, name, source="registered")
+    return pl
+
+
+def check(
+    recipe: Recipe | str | Path,
+    *,
+    overrides: list[str] | None = None,
+    plugins: Plugins | None = None,
+    extra_plugins: dict[str, object] | None = None,
+) -> Resolved:
+    """Validate a recipe against the installed plugins without running anything."""
+    return resolve(_as_recipe(recipe, overrides), _plugins(plugins, extra_plugins))
+
+
+def run(
+    recipe: Recipe | str | Path,
+    *,
+    overrides: list[str] | None = None,
+    use_cache: bool = True,
+    project: str | Path | None = None,
+    plugins: Plugins | None = None,
+    extra_plugins: dict[str, object] | None = None,
+) -> RunResult:
+    """Check and run a recipe. A failed gate or a failed stage is an outcome, not an exception:
+    read ``RunResult.status``. Only a recipe error (nothing ran) raises ``RecipeError``.
+
+    :param recipe: a ``Recipe``, or the path of a recipe YAML file.
+    :param overrides: ``key.path=value`` strings, as ``--set`` takes them.
+    :param use_cache: ``False`` re-runs every stage (``--no-cache``).
+    :param project: the folder whose ``.crispml/`` holds the run (default: found from the cwd).
+    :param extra_plugins: plugin objects to register for this run, by name.
+    """
+    recipe = _as_recipe(recipe, overrides)
+    resolved = resolve(recipe, _plugins(plugins, extra_plugins))
+    store = RunStore(Path(project).resolve() if project else find_project())
+    context = RunContext(
+        run_id=new_run_id(),
+        recipe=recipe,
+        project_dir=store.project_dir,
+        recipe_dir=resolved.recipe_dir,
+        store=store,
+        trackers=dict(resolved.trackers),
+    )
+    plan = RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
+    return _execute(plan)
+
+
+def resume(
+    run_id: str,
+    *,
+    project: str | Path | None = None,
+    plugins: Plugins | None = None,
+    extra_plugins: dict[str, object] | None = None,
+) -> RunResult:
+    """Continue a failed or interrupted run from its first unfinished stage, under the same id."""
+    store = RunStore(Path(project).resolve() if project else find_project())
+    manifest = store.read_manifest(run_id)
+    if manifest["status"] in ("succeeded", "rejected"):
+        raise UsageError(f"run '{run_id}' already ended {manifest['status']}: nothing to resume")
+    if manifest["status"] == "running" and _alive(manifest):
+        raise UsageError(f"run '{run_id}' is still running (pid {manifest['pid']})")
+    recipe = Recipe.from_dict(manifest["recipe"]).with_source(
+        Path(manifest["recipe_file"]) if manifest.get("recipe_file") else None
+    )
+    resolved = resolve(recipe, _plugins(plugins, extra_plugins))
+    context = RunContext(
+        run_id=run_id,
+        recipe=recipe,
+        project_dir=store.project_dir,
+        recipe_dir=Path(manifest["recipe_dir"]),
+        store=store,
+        trackers=dict(resolved.trackers),
+        links=dict(manifest.get("links") or {}),
+        resumed=True,
+    )
+    for record in manifest["stages"]:
+        if record["status"] not in DONE:
+            record.update(status="pending", error=None)
+    manifest.update(status="running", ended=None, error=None, rejection=None, pid=os.getpid())
+    manifest["resumes"] = int(manifest.get("resumes", 0)) + 1
+    plan = RunPlan(resolved, context, use_cache=manifest.get("use_cache", True), manifest=manifest)
+    return _execute(plan)
+
+
+def _alive(manifest: dict[str, Any]) -> bool:
+    import socket
+
+    if manifest.get("host") != socket.gethostname():
+        return True  # cannot tell from here: assume it is
+    try:
+        os.kill(int(manifest["pid"]), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def run_state(manifest: dict[str, Any]) -> str:
+    """The status to show for a manifest: ``interrupted`` for a run whose process is gone."""
+    status = str(manifest["status"])
+    if status == "running" and not _alive(manifest):
+        return "interrupted"
+    return status
+
+
+def _execute(plan: RunPlan) -> RunResult:
+    resolved = plan.resolved
+    try:
+        plan.start()
+        status = plan.plugins.call_only(
+            "crispml_execute", resolved.runner, plan=plan, options=resolved.runner_options
+        )
+    except Exception as exc:
+        if plan.error is None:
+            plan.error = exc
+        status = None
+    status = plan.finish() if status is None or plan.manifest["status"] == "running" else status
+    return RunResult(
+        run_id=plan.context.run_id,
+        status=status,
+        results=plan.results,
+        manifest=plan.manifest,
+        run_dir=plan.context.run_dir,
+        error=plan.error,
+    )

@@ -1,0 +1,142 @@
+"""The run store: ``.crispml/runs/<id>/`` (manifests, stage results, artifacts) and the cache.
+
+Every write goes to a temporary file in the same folder, is flushed to disk, then renamed over
+the target: a reader, or a process killed with ``kill -9`` at any moment, sees the old file or
+the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from crispml.errors import UsageError
+
+STORE_DIR = ".crispml"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that the file is never seen half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, json.dumps(value, indent=2, default=str).encode())
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The project folder: ``$CRISPML_PROJECT``, else the nearest ancestor holding ``.crispml/``,
+    else the current folder (like git finds its work tree)."""
+    env = os.environ.get("CRISPML_PROJECT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / STORE_DIR).is_dir():
+            return folder
+    return here
+
+
+def new_run_id() -> str:
+    """Sortable and unique: ``20261123-101502-3fa9c1``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + secrets.token_hex(3)
+
+
+class RunStore:
+    """Reads and writes one project's ``.crispml/`` folder."""
+
+    def __init__(self, project_dir: Path) -> None:
+        self.project_dir = project_dir
+        self.root = project_dir / STORE_DIR
+        self.runs_dir = self.root / "runs"
+        self.cache_dir = self.root / "cache"
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.run_dir(run_id) / "manifest.json", manifest)
+
+    def read_manifest(self, run_id: str) -> dict[str, Any]:
+        path = self.run_dir(run_id) / "manifest.json"
+        if not path.is_file():
+            known = ", ".join(r["run_id"] for r in self.list_runs()[:5]) or "none"
+            raise UsageError(
+                f"run '{run_id}' not found in {self.runs_dir} (latest: {known}; see 'crispml runs')"
+            )
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every readable manifest, newest first."""
+        if not self.runs_dir.is_dir():
+            return []
+        out = []
+        for path in sorted(self.runs_dir.glob("*/manifest.json"), reverse=True):
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError):
+                continue
+        return out
+
+    def save_result(self, run_id: str, stage: str, result: Any) -> None:
+        atomic_write_bytes(self.run_dir(run_id) / "stages" / f"{stage}.pkl", pickle.dumps(result))
+
+    def load_result(self, run_id: str, stage: str) -> Any | None:
+        path = self.run_dir(run_id) / "stages" / f"{stage}.pkl"
+        if not path.is_file():
+            return None
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+
+    def artifact_dir(self, run_id: str, stage: str) -> Path:
+        return self.run_dir(run_id) / "artifacts" / stage
+
+    # -- cache ---------------------------------------------------------------------------
+
+    def _entry(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / key
+
+    def cache_get(self, key: str) -> tuple[Any, dict[str, str], Path] | None:
+        """``(result, recorded code hashes, artifact folder)`` stored under ``key``, if any."""
+        entry = self._entry(key)
+        meta = entry / "meta.json"
+        if not meta.is_file():
+            return None
+        try:
+            deps = json.loads(meta.read_text())["code"]
+            with (entry / "result.pkl").open("rb") as fh:
+                result = pickle.load(fh)
+        except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError):
+            return None
+        return result, deps, entry / "artifacts"
+
+    def cache_put(self, key: str, result: Any, code: dict[str, str], artifacts: Path) -> None:
+        """Store a result under ``key``. ``meta.json`` is written last: it marks the entry whole."""
+        entry = self._entry(key)
+        atomic_write_bytes(entry / "result.pkl", pickle.dumps(result))
+        target = entry / "artifacts"
+        if artifacts.is_dir():
+            tmp = entry / f".artifacts.{secrets.token_hex(4)}"
+            shutil.copytree(artifacts, tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        atomic_write_json(entry / "meta.json", {"code": code, "created": time.time()})

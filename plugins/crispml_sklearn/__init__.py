@@ -1,0 +1,98 @@
+"""The ``sklearn`` plugin: train a scikit-learn estimator and evaluate it by scorer names.
+
+    train:    {use: sklearn, estimator: sklearn.ensemble.RandomForestClassifier, params: {n_estimators: 200}}
+    evaluate: {use: sklearn, metrics: [accuracy, roc_auc], gate: {roc_auc: ">= 0.8"}}
+
+The estimator is wrapped in a Pipeline with the preprocessing a tabular dataset needs (impute
+and scale numbers; impute and one-hot encode categories), so a raw DataFrame goes in. This
+module only declares; scikit-learn is imported by ``_train`` and ``_evaluate`` when a stage runs
+(or when a recipe is checked, to validate estimator names, parameters and metric names).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from crispml import (
+    Backend,
+    Dataset,
+    Declaration,
+    Evaluation,
+    Options,
+    RunContext,
+    TrainedModel,
+    hookimpl,
+)
+
+__version__ = "0.1.0"
+
+
+class TrainOptions(Options):
+    estimator: str = "sklearn.linear_model.LogisticRegression"
+    """Import path of a scikit-learn estimator class (yours too: ``my_project.models.Mine``)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Constructor arguments of the estimator."""
+    preprocess: bool = True
+    """Wrap the estimator in imputation, scaling and one-hot encoding."""
+
+    @model_validator(mode="after")
+    def _estimator_exists(self) -> TrainOptions:
+        from crispml_sklearn._train import check_estimator
+
+        check_estimator(self.estimator, self.params)
+        return self
+
+
+class EvaluateOptions(Options):
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"], min_length=1)
+    """scikit-learn scorer names (``sklearn.metrics.get_scorer_names()``)."""
+    plots: bool = True
+    """Save a confusion matrix and a ROC curve (classifiers) as PNG artifacts."""
+    split: Literal["test", "train"] = "test"
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        from sklearn.metrics import get_scorer_names
+
+        known = set(get_scorer_names())
+        for name in metrics:
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=3)
+                hint = f" (did you mean {', '.join(near)}?)" if near else ""
+                raise ValueError(f"unknown metric '{name}'{hint}")
+        return metrics
+
+    def provided_metrics(self) -> list[str]:
+        return list(self.metrics)
+
+
+@hookimpl
+def crispml_declare() -> Declaration:
+    return Declaration(
+        stages={"train": TrainOptions, "evaluate": EvaluateOptions},
+        backends=(
+            Backend("scikit-learn", "sklearn", extra="sklearn"),
+            Backend("matplotlib", "matplotlib", extra="sklearn"),
+        ),
+        description="Train scikit-learn estimators; evaluate with scorer names and plots.",
+    )
+
+
+@hookimpl
+def crispml_train(options: TrainOptions, dataset: Dataset, context: RunContext) -> TrainedModel:
+    from crispml_sklearn._train import train
+
+    return train(options, dataset)
+
+
+@hookimpl
+def crispml_evaluate(
+    options: EvaluateOptions, model: TrainedModel, dataset: Dataset, context: RunContext
+) -> Evaluation:
+    from crispml_sklearn._evaluate import evaluate
+
+    return evaluate(options, model, dataset, context.artifact_dir("evaluate"))
