@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
+    from crispml.models import load_model
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
     from crispml.recipe import Recipe, Runner, Split, Step
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
         ValidationReport,
     )
     from crispml.runs import RunResult, check, resume, run
-    from crispml.store import RunStore
+    from crispml.redact import flatten, redact
+    from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, find_project
 
 _LAZY = {
     "RunContext": "crispml.context",
@@ -78,6 +80,12 @@ _LAZY = {
     "resume": "crispml.runs",
     "run": "crispml.runs",
     "RunStore": "crispml.store",
+    "atomic_write_bytes": "crispml.store",
+    "atomic_write_json": "crispml.store",
+    "find_project": "crispml.store",
+    "load_model": "crispml.models",
+    "redact": "crispml.redact",
+    "flatten": "crispml.redact",
 }
 
 __all__ = ["__version__", "hookimpl", *sorted(_LAZY)]

@@ -9,7 +9,8 @@ accept any subset of the hook's parameters (pluggy passes only the ones it names
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from crispml._markers import _hookspec
 
@@ -243,8 +244,24 @@ def crispml_on_stage_error(
 
 
 # --------------------------------------------------------------------------------------------
-# Runners and the command line
+# Models, runners and the command line
 # --------------------------------------------------------------------------------------------
+
+
+@_hookspec(firstresult=True)
+def crispml_load_model(reference: str, project_dir: Path) -> Any | None:
+    """Load a registered model by reference, for serving and batch scoring.
+
+    ``crispml.load_model("churn@champion")`` asks every plugin in turn; a registry plugin that
+    knows the reference returns an object with ``predict``, the others return ``None``.
+
+    :param reference: ``name@alias`` or ``name/version`` (a registry plugin may accept more).
+    :param project_dir: the project whose embedded stores to use by default.
+    :return: the loaded model, or ``None`` when this plugin does not know the reference.
+
+    Stops at first non-None result.
+    """
+
 
 
 @_hookspec(firstresult=True)

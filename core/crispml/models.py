@@ -1,0 +1,28 @@
+"""``crispml.load_model``: a registered model by reference, from whichever plugin knows it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crispml.errors import UsageError
+from crispml.plugins import Plugins, get_plugins
+from crispml.store import find_project
+
+
+def load_model(
+    reference: str, *, project: str | Path | None = None, plugins: Plugins | None = None
+) -> Any:
+    """Load ``name@alias`` or ``name/version`` from the model registry a plugin provides.
+
+    :return: an object with ``predict`` (for MLflow, a ``pyfunc`` model).
+    """
+    pl = plugins or get_plugins()
+    project_dir = Path(project).resolve() if project else find_project()
+    model = pl.pm.hook.crispml_load_model(reference=reference, project_dir=project_dir)
+    if model is None:
+        raise UsageError(
+            f"no installed plugin knows the model '{reference}' "
+            "(is a registry plugin such as mlflow installed, and the name right?)"
+        )
+    return model
