@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
     from crispml.recipe import Recipe, Runner, Split, Step
+    from crispml.redact import flatten, redact
     from crispml.results import (
         Dataset,
         Deployment,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
         ValidationReport,
     )
     from crispml.runs import RunResult, check, resume, run
-    from crispml.redact import flatten, redact
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, find_project
 
 _LAZY = {

@@ -47,9 +47,7 @@ class ConsoleReporter:
     def _line(self, stage: str, plugin: str, status: str, duration: float | None, note: str) -> None:
         mark, color = _STYLE.get(status, ("?", "white"))
         secs = f"{duration:6.2f}s" if duration is not None else "       "
-        self.console.print(
-            f"  [{color}]{mark}[/] {stage:<9} {plugin:<18} [{color}]{status:<9}[/] {secs}  {note}"
-        )
+        self.console.print(f"  [{color}]{mark}[/] {stage:<9} {plugin:<18} [{color}]{status:<9}[/] {secs}  {note}")
 
     @hookimpl
     def crispml_before_run(self, context: RunContext) -> None:

@@ -85,9 +85,13 @@ def plugins(as_json: bool) -> None:
         backend = []
         for b in decl.backends if decl else ():
             version = b.version()
-            backend.append(f"{b.distribution} {version}" if b.installed() and version else f"[red]missing: {b.install_hint()}[/]")
+            backend.append(
+                f"{b.distribution} {version}" if b.installed() and version else f"[red]missing: {b.install_hint()}[/]"
+            )
         hooks = [h.removeprefix("crispml_") for h in info.hooks]
-        table.add_row(info.name, info.version or "", info.source, ", ".join(provides), ", ".join(hooks), ", ".join(backend) or "-")
+        table.add_row(
+            info.name, info.version or "", info.source, ", ".join(provides), ", ".join(hooks), ", ".join(backend) or "-"
+        )
     Console(highlight=False).print(table)
 
 
@@ -109,7 +113,13 @@ def _reporter() -> Any:
 
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.params.C=0.5 (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe field, e.g. train.params.C=0.5 (repeatable).",
+)
 @click.option("--no-cache", is_flag=True, help="Run every stage, reusing no stored result.")
 def run(recipe: str, overrides: tuple[str, ...], no_cache: bool) -> None:
     """Check RECIPE against the installed plugins, then run it."""
@@ -178,7 +188,10 @@ def runs(as_json: bool, limit: int) -> None:
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r["run_id"], r["recipe"], r["status"], r["started"][:19].replace("T", " "),
+            r["run_id"],
+            r["recipe"],
+            r["status"],
+            r["started"][:19].replace("T", " "),
             f"{r['duration']:.2f}s" if r["duration"] is not None else "",
             (r["data"] or "")[:12],
             " ".join(f"{k}:{v}" for k, v in r["stages"].items()),
@@ -204,7 +217,9 @@ def show(run_id: str, as_json: bool) -> None:
     console = Console(highlight=False)
     env = manifest.get("environment") or {}
     git = env.get("git") or {}
-    console.print(f"[bold]{manifest['run_id']}[/]  recipe {manifest['recipe_name']}  status [bold]{run_state(manifest)}[/]")
+    console.print(
+        f"[bold]{manifest['run_id']}[/]  recipe {manifest['recipe_name']}  status [bold]{run_state(manifest)}[/]"
+    )
     if manifest.get("rejection"):
         console.print(f"rejected: {manifest['rejection']}")
     if manifest.get("error"):
@@ -224,7 +239,9 @@ def show(run_id: str, as_json: bool) -> None:
             brief = "; ".join(s["reasons"])
         if s.get("error"):
             brief = s["error"]
-        table.add_row(s["name"], s["plugin"], s["status"], f"{s['duration']:.2f}s" if s.get("duration") is not None else "", brief)
+        table.add_row(
+            s["name"], s["plugin"], s["status"], f"{s['duration']:.2f}s" if s.get("duration") is not None else "", brief
+        )
     console.print(table)
 
 

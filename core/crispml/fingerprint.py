@@ -71,21 +71,53 @@ def _is_project_file(path: Path, roots: Iterable[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
-def project_module_hashes(roots: Iterable[Path]) -> dict[str, str]:
-    """``{file: sha256}`` of every loaded module whose file lies under one of ``roots``.
+def _project_file(module: ModuleType | None, roots: list[Path]) -> Path | None:
+    file = getattr(module, "__file__", None) if module is not None else None
+    if not file or not file.endswith(".py"):
+        return None
+    path = Path(file).resolve()
+    return path if _is_project_file(path, roots) and path.exists() else None
 
-    Virtual environments and the run store are excluded: their code is versioned by package.
+
+def _imported_names(path: Path) -> set[str]:
+    """Module names a source file imports (statically), including the parents of dotted ones."""
+    import ast
+
+    names: set[str] = set()
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return names
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def code_dependencies(
+    plugin_module: ModuleType | None, roots: Iterable[Path], imported_during: Iterable[str] = ()
+) -> dict[str, str]:
+    """``{file: sha256}`` of the project's own code a stage ran.
+
+    That is the plugin's module when it lives in the project, every project module it imports
+    (followed transitively through the modules already loaded), and every project module first
+    imported while the stage ran. Installed packages are excluded: their version and source
+    are part of the cache key already.
     """
     roots = [r.resolve() for r in roots]
-    out: dict[str, str] = {}
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if not file or not file.endswith(".py"):
+    found: dict[str, str] = {}
+    queue = [plugin_module, *(sys.modules.get(n) for n in imported_during)]
+    while queue:
+        module = queue.pop()
+        path = _project_file(module, roots)
+        if path is None or str(path) in found:
             continue
-        path = Path(file).resolve()
-        if _is_project_file(path, roots) and path.exists():
-            out[str(path)] = hash_file(path)
-    return out
+        found[str(path)] = hash_file(path)
+        queue.extend(sys.modules.get(n) for n in _imported_names(path))
+    return found
 
 
 def unchanged(hashes: dict[str, str]) -> bool:

@@ -70,9 +70,7 @@ def crispml_load(options: BaseModel, context: RunContext) -> Dataset | None:
 
 
 @_hookspec(firstresult=True)
-def crispml_validate(
-    options: BaseModel, dataset: Dataset, context: RunContext
-) -> ValidationReport | None:
+def crispml_validate(options: BaseModel, dataset: Dataset, context: RunContext) -> ValidationReport | None:
     """Validate a dataset before anything is trained on it.
 
     :param options: the step's validated options.
@@ -231,9 +229,7 @@ def crispml_after_stage(
 
 
 @_hookspec
-def crispml_on_stage_error(
-    stage: str, plugin: str, error: BaseException, context: RunContext
-) -> None:
+def crispml_on_stage_error(stage: str, plugin: str, error: BaseException, context: RunContext) -> None:
     """A stage raised an error; the run will end ``failed``.
 
     :param stage: the stage name.
@@ -261,7 +257,6 @@ def crispml_load_model(reference: str, project_dir: Path) -> Any | None:
 
     Stops at first non-None result.
     """
-
 
 
 @_hookspec(firstresult=True)
@@ -295,4 +290,3 @@ def crispml_register_commands(cli: click.Group) -> None:
 def _all_hook_names() -> list[str]:
     """Every hookspec name, in definition order (used by the docs generator and tests)."""
     return [name for name, value in globals().items() if name.startswith("crispml_") and callable(value)]
-

@@ -10,9 +10,7 @@ from crispml.plugins import Plugins, get_plugins
 from crispml.store import find_project
 
 
-def load_model(
-    reference: str, *, project: str | Path | None = None, plugins: Plugins | None = None
-) -> Any:
+def load_model(reference: str, *, project: str | Path | None = None, plugins: Plugins | None = None) -> Any:
     """Load ``name@alias`` or ``name/version`` from the model registry a plugin provides.
 
     :return: an object with ``predict`` (for MLflow, a ``pyfunc`` model).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,13 @@ from crispml._version import __version__
 from crispml.context import RunContext
 from crispml.environment import environment
 from crispml.errors import PluginError, StageError
-from crispml.fingerprint import hash_file, hash_json, module_source_hash, project_module_hashes, unchanged
+from crispml.fingerprint import (
+    code_dependencies,
+    hash_file,
+    hash_json,
+    module_source_hash,
+    unchanged,
+)
 from crispml.gates import check_gates
 from crispml.plugins import module_of
 from crispml.resolve import Resolved, ResolvedStep
@@ -97,9 +104,7 @@ class RunPlan:
                 for n in sorted(used)
             },
             "data": {},
-            "stages": [
-                {"name": s.stage, "plugin": s.plugin, "status": "pending"} for s in r.steps
-            ],
+            "stages": [{"name": s.stage, "plugin": s.plugin, "status": "pending"} for s in r.steps],
             "rejection": None,
             "error": None,
             "links": self.context.links,
@@ -150,8 +155,13 @@ class RunPlan:
                 self._accept(name, stored, record["fingerprint"])
                 self.fire("crispml_before_stage", stage=name, plugin=step.plugin, context=self.context)
                 self.fire(
-                    "crispml_after_stage", stage=name, plugin=step.plugin, status="cached",
-                    result=stored, duration=0.0, context=self.context,
+                    "crispml_after_stage",
+                    stage=name,
+                    plugin=step.plugin,
+                    status="cached",
+                    result=stored,
+                    duration=0.0,
+                    context=self.context,
                 )
                 return str(record["status"])
         inputs = {o: self.results.get(o) for o in spec.inputs}
@@ -163,11 +173,20 @@ class RunPlan:
             key = self._cache_key(step, inputs)
             result, status = self._cached(step, key)
             if result is None:
+                loaded = set(sys.modules)
                 result = self._call(step, inputs)
                 status = "succeeded"
                 if spec.cacheable and step.cache:
-                    code = project_module_hashes({self.context.project_dir, self.resolved.recipe_dir})
+                    code = code_dependencies(
+                        module_of(self.plugins.get(step.plugin)),
+                        {self.context.project_dir, self.resolved.recipe_dir},
+                        set(sys.modules) - loaded,
+                    )
                     self.store.cache_put(key, result, code, self.store.artifact_dir(self.context.run_id, name))
+                else:
+                    # Not stored under its key, so this result is this run's own: downstream
+                    # stages must not match results computed from another run's.
+                    key = hash_json([key, self.context.run_id])
             reasons = check_gates(step.gates, result.metrics)
             if result.rejection:
                 reasons.append(result.rejection)
@@ -189,16 +208,19 @@ class RunPlan:
                 self.manifest["data"] = result.summary()
             self.save()
             self.fire(
-                "crispml_after_stage", stage=name, plugin=step.plugin, status=status,
-                result=result, duration=duration, context=self.context,
+                "crispml_after_stage",
+                stage=name,
+                plugin=step.plugin,
+                status=status,
+                result=result,
+                duration=duration,
+                context=self.context,
             )
             return status
         except Exception as exc:
             return self._fail(name, step, record, exc, time.perf_counter() - t0)
 
-    def _fail(
-        self, name: str, step: ResolvedStep, record: dict[str, Any], exc: Exception, duration: float
-    ) -> str:
+    def _fail(self, name: str, step: ResolvedStep, record: dict[str, Any], exc: Exception, duration: float) -> str:
         error = exc if isinstance(exc, StageError) else StageError(name, step.plugin, exc)
         record.update(status="failed", duration=round(duration, 4), error=str(error))
         self.error = error
@@ -215,7 +237,7 @@ class RunPlan:
 
     def _call(self, step: ResolvedStep, inputs: dict[str, Any]) -> Result:
         spec = BY_NAME[step.stage]
-        result = self.plugins.call_only(
+        result: Result | None = self.plugins.call_only(
             spec.hook, step.plugin, options=step.options, context=self.context, **inputs
         )
         if result is None:

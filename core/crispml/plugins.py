@@ -105,9 +105,7 @@ class Plugins:
         unknown = [hc.name for hc in self.pm.get_hookcallers(plugin) or [] if hc.spec is None]
         if unknown:
             self.pm.unregister(plugin)
-            raise PluginError(
-                f"plugin '{name}' ({module}) implements unknown hook(s): {', '.join(unknown)}"
-            )
+            raise PluginError(f"plugin '{name}' ({module}) implements unknown hook(s): {', '.join(unknown)}")
         self.infos[name] = PluginInfo(name=name, source=source, module=module, **info)
         self.infos[name].hooks = sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or [])
         self._declarations.pop(name, None)
@@ -164,9 +162,7 @@ class Plugins:
                 names.append(dotted)
                 continue
             module = importlib.import_module(dotted)
-            self.register(
-                module, dotted, source=source, version=getattr(module, "__version__", None)
-            )
+            self.register(module, dotted, source=source, version=getattr(module, "__version__", None))
             names.append(dotted)
         return names
 

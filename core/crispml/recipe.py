@@ -18,7 +18,6 @@ from crispml._yaml import line_of, load_with_lines
 from crispml.errors import RecipeError, UsageError
 from crispml.stages import STAGE_NAMES
 
-
 # Stages whose names would shadow BaseModel attributes are stored under another field name.
 _FIELD = {"validate": "validate_", "register": "register_"}
 
@@ -76,7 +75,7 @@ class Recipe(BaseModel):
     description: str = ""
     plugins: list[str] = Field(default_factory=list)
     """Modules with hookimpls to load for this recipe (a user's own train function, a check)."""
-    split: Split | None = Field(default_factory=Split)
+    split: Split | None = Field(default_factory=lambda: Split())
     tracking: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Trackers to enable: ``[mlflow]`` or ``{mlflow: {tracking_uri: ...}}``."""
     runner: Runner = Field(default_factory=Runner)
@@ -132,9 +131,7 @@ class Recipe(BaseModel):
         return cls.from_yaml_text(text, file=str(path), overrides=overrides)
 
     @classmethod
-    def from_yaml_text(
-        cls, text: str, *, file: str | None = None, overrides: list[str] | None = None
-    ) -> Recipe:
+    def from_yaml_text(cls, text: str, *, file: str | None = None, overrides: list[str] | None = None) -> Recipe:
         try:
             data, lines = load_with_lines(text)
         except yaml.YAMLError as exc:
@@ -224,9 +221,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> set[tuple[str
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise UsageError(
-                    f"--set {item!r}: {'.'.join(parts[: i + 1])} is {type(nxt).__name__}, not a mapping"
-                )
+                raise UsageError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is {type(nxt).__name__}, not a mapping")
             node = nxt
         node[parts[-1]] = copy.deepcopy(value)
         done.add(parts)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import difflib
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,10 @@ class _Locator:
 
 
 def _validate_options(
-    model: type[BaseModel], data: dict[str, Any], prefix: tuple[Any, ...], where: _Locator,
+    model: type[BaseModel],
+    data: dict[str, Any],
+    prefix: tuple[Any, ...],
+    where: _Locator,
     base_dir: Path,
 ) -> Any:
     try:
@@ -107,9 +110,7 @@ def _validate_options(
         raise where.error((*prefix, *loc), msg) from None
 
 
-def _plugin_for(
-    plugins: Plugins, name: str, path: tuple[Any, ...], where: _Locator, what: str
-) -> None:
+def _plugin_for(plugins: Plugins, name: str, path: tuple[Any, ...], where: _Locator, what: str) -> None:
     if name in plugins.names():
         return
     broken = plugins.infos.get(name)
@@ -157,12 +158,9 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         for backend in decl.missing_backends():
             raise where.error(
                 (stage, "use"),
-                f"plugin '{step.use}' needs {backend.distribution}, which is not installed: "
-                f"{backend.install_hint()}",
+                f"plugin '{step.use}' needs {backend.distribution}, which is not installed: {backend.install_hint()}",
             )
-        options = _validate_options(
-            decl.stages[stage], step.options, (stage,), where, recipe_dir
-        )
+        options = _validate_options(decl.stages[stage], step.options, (stage,), where, recipe_dir)
         gates = []
         for metric, expression in step.gate.items():
             try:
@@ -200,7 +198,5 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         raise where.error(("runner",), f"plugin '{runner}' is not a runner")
     for backend in rdecl.missing_backends():
         raise where.error(("runner",), f"runner '{runner}' needs {backend.distribution}: {backend.install_hint()}")
-    runner_options = _validate_options(
-        rdecl.runner, recipe.runner.options, ("runner",), where, recipe_dir
-    )
+    runner_options = _validate_options(rdecl.runner, recipe.runner.options, ("runner",), where, recipe_dir)
     return Resolved(recipe, recipe_dir, steps, trackers, runner, runner_options, plugins)

@@ -76,13 +76,13 @@ class Dataset(Result):
             "name": self.name,
             "source": self.source,
             "fingerprint": self.fingerprint,
-            "rows": int(len(self.frame)),
-            "columns": int(len(self.frame.columns)),
+            "rows": len(self.frame),
+            "columns": len(self.frame.columns),
             "target": self.target,
         }
         if self.train_index is not None:
-            out["train_rows"] = int(len(self.train_index))
-            out["test_rows"] = int(len(self.test_index))
+            out["train_rows"] = len(self.train_index)
+            out["test_rows"] = len(self.test_index)
         return out | super().summary()
 
 
@@ -184,9 +184,7 @@ class Deployment(Result):
     pid: int | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.url, "model_uri": self.model_uri, "pid": self.pid} | (
-            super().summary()
-        )
+        return {"name": self.name, "url": self.url, "model_uri": self.model_uri, "pid": self.pid} | (super().summary())
 
 
 @dataclass

@@ -55,9 +55,7 @@ def _as_recipe(recipe: Recipe | str | Path, overrides: list[str] | None) -> Reci
     return Recipe.from_yaml(recipe, overrides=overrides)
 
 
-def _plugins(
-    plugins: Plugins | None, extra: dict[str, object] | None
-) -> Plugins:
+def _plugins(plugins: Plugins | None, extra: dict[str, object] | None) -> Plugins:
     pl = plugins or get_plugins()
     for name, obj in (extra or {}).items():
         if pl.get(name) is None:
@@ -170,9 +168,7 @@ def _execute(plan: RunPlan) -> RunResult:
     resolved = plan.resolved
     try:
         plan.start()
-        status = plan.plugins.call_only(
-            "crispml_execute", resolved.runner, plan=plan, options=resolved.runner_options
-        )
+        status = plan.plugins.call_only("crispml_execute", resolved.runner, plan=plan, options=resolved.runner_options)
     except Exception as exc:
         if plan.error is None:
             plan.error = exc

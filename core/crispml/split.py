@@ -45,9 +45,7 @@ def apply_split(dataset: Dataset, spec: Split | None) -> Dataset:
     if spec.stratify is not None:
         if spec.stratify not in dataset.frame.columns:
             columns = ", ".join(map(str, dataset.frame.columns))
-            raise UsageError(
-                f"split.stratify: column '{spec.stratify}' is not in the data (columns: {columns})"
-            )
+            raise UsageError(f"split.stratify: column '{spec.stratify}' is not in the data (columns: {columns})")
         labels = dataset.frame[spec.stratify].to_numpy()
     train, test = split_indices(len(dataset.frame), spec, labels)
     return replace(dataset, train_index=train, test_index=test)

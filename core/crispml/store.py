@@ -80,9 +80,7 @@ class RunStore:
         path = self.run_dir(run_id) / "manifest.json"
         if not path.is_file():
             known = ", ".join(r["run_id"] for r in self.list_runs()[:5]) or "none"
-            raise UsageError(
-                f"run '{run_id}' not found in {self.runs_dir} (latest: {known}; see 'crispml runs')"
-            )
+            raise UsageError(f"run '{run_id}' not found in {self.runs_dir} (latest: {known}; see 'crispml runs')")
         return json.loads(path.read_text())  # type: ignore[no-any-return]
 
     def list_runs(self) -> list[dict[str, Any]]:

@@ -11,9 +11,8 @@ import csv
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
-
 from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunContext, hash_file, hookimpl
+from pydantic import Field, ValidationInfo, field_validator
 
 __version__ = "0.1.0"
 
@@ -58,9 +57,7 @@ class LoadOptions(Options):
         except Exception as exc:
             raise ValueError(f"cannot read the header of {path}: {exc}") from exc
         if target not in columns:
-            raise ValueError(
-                f"column '{target}' is not in {path.name} (columns: {', '.join(columns)})"
-            )
+            raise ValueError(f"column '{target}' is not in {path.name} (columns: {', '.join(columns)})")
         return target
 
     def external_inputs(self) -> list[Path]:

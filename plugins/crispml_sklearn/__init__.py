@@ -14,8 +14,6 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-
 from crispml import (
     Backend,
     Dataset,
@@ -26,6 +24,7 @@ from crispml import (
     TrainedModel,
     hookimpl,
 )
+from pydantic import Field, field_validator, model_validator
 
 __version__ = "0.1.0"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sklearn.metrics import get_scorer
-
 from crispml import Dataset, Evaluation, TrainedModel
+from sklearn.metrics import get_scorer
 
 if TYPE_CHECKING:
     from crispml_sklearn import EvaluateOptions

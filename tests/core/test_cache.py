@@ -1,0 +1,138 @@
+"""Caching: a stage reuses its stored result only when nothing it depends on changed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from conftest import MeanModel, TableLoader, basic_recipe
+from crispml import Recipe, Step
+from crispml.plugins import get_plugins
+from crispml.testing import run_with
+
+CRISPML = str(Path(sys.executable).with_name("crispml"))
+
+
+def test_second_run_is_all_cached_and_gives_the_same_results(project: Path, fakes: dict[str, object]) -> None:
+    first = run_with(basic_recipe(), project=project, plugins=fakes)
+    second = run_with(basic_recipe(), project=project, plugins=fakes)
+    assert set(second.stage_status.values()) == {"cached"}
+    assert second["evaluation"].metrics == first["evaluation"].metrics
+    assert fakes["table"].calls == 1 and fakes["mean"].train_calls == 1  # type: ignore[attr-defined]
+
+
+def test_no_cache_runs_everything(project: Path, fakes: dict[str, object]) -> None:
+    run_with(basic_recipe(), project=project, plugins=fakes)
+    again = run_with(basic_recipe(), project=project, plugins=fakes, use_cache=False)
+    assert set(again.stage_status.values()) == {"succeeded"}
+
+
+def test_step_level_cache_false_reruns_that_step(project: Path, fakes: dict[str, object]) -> None:
+    run_with(basic_recipe(), project=project, plugins=fakes)
+    again = run_with(basic_recipe(train=Step(use="mean", cache=False)), project=project, plugins=fakes)
+    assert again.stage_status == {"load": "cached", "train": "succeeded", "evaluate": "succeeded"}
+
+
+def test_changed_options_rerun_that_stage_and_downstream(project: Path, fakes: dict[str, object]) -> None:
+    run_with(basic_recipe(), project=project, plugins=fakes)
+    again = run_with(basic_recipe(), project=project, plugins=fakes, overrides=["train.bias=0.1"])
+    assert again.stage_status == {"load": "cached", "train": "succeeded", "evaluate": "succeeded"}
+    assert again["evaluation"].metrics["score"] == 0.9
+
+
+def test_changed_split_reruns_from_load(project: Path, fakes: dict[str, object]) -> None:
+    run_with(basic_recipe(), project=project, plugins=fakes)
+    again = run_with(basic_recipe(), project=project, plugins=fakes, overrides=["split.seed=7"])
+    assert set(again.stage_status.values()) == {"succeeded"}
+
+
+def test_changed_data_file_reruns_everything(project: Path, mean: MeanModel) -> None:
+    data = project / "data.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    recipe = Recipe(name="files", load=Step(use="files", path=str(data), target="y"), train=Step(use="mean"))
+    run_with(recipe, project=project, plugins={"mean": mean})
+    assert set(run_with(recipe, project=project, plugins={"mean": mean}).stage_status.values()) == {"cached"}
+    data.write_text("x,y\n" + "".join(f"{i * 2},{i % 2}\n" for i in range(20)))
+    again = run_with(recipe, project=project, plugins={"mean": mean})
+    assert again.stage_status == {"load": "succeeded", "train": "succeeded"}
+    assert mean.train_calls == 2
+
+
+def test_changed_plugin_version_reruns_its_stages(project: Path, table: TableLoader, mean: MeanModel) -> None:
+    def plugins(version: str):  # type: ignore[no-untyped-def]
+        pl = get_plugins()
+        pl.register(table, "table", version="1.0")
+        pl.register(mean, "mean", version=version)
+        return pl
+
+    from crispml import run
+
+    run(basic_recipe(), project=project, plugins=plugins("1.0"))
+    assert set(run(basic_recipe(), project=project, plugins=plugins("1.0")).stage_status.values()) == {"cached"}
+    again = run(basic_recipe(), project=project, plugins=plugins("1.1"))
+    assert again.stage_status == {"load": "cached", "train": "succeeded", "evaluate": "succeeded"}
+
+
+def _user_project(project: Path) -> Path:
+    (project / "data.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))
+    (project / "helpers.py").write_text("def scale(value):\n    return value * 2\n")
+    (project / "steps.py").write_text(
+        textwrap.dedent(
+            """
+            import crispml
+            from helpers import scale
+
+            class Opts(crispml.Options):
+                pass
+
+            @crispml.hookimpl
+            def crispml_declare():
+                return crispml.Declaration(stages={"train": Opts})
+
+            @crispml.hookimpl
+            def crispml_train(dataset):
+                value = scale(float(dataset.train_frame["x"].sum()))
+                return crispml.TrainedModel(model=value, flavor="test", task="regression",
+                                            target="y", feature_columns=["x"], metrics={"value": value})
+            """
+        )
+    )
+    recipe = project / "recipe.yaml"
+    recipe.write_text(
+        "name: user-code\nplugins: [steps]\nload: {use: files, path: data.csv, target: y}\ntrain: {use: steps}\n"
+    )
+    return recipe
+
+
+def _run(project: Path) -> str:
+    proc = subprocess.run([CRISPML, "run", "recipe.yaml"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def _value(out: str) -> float:
+    return float(out.split("value=")[1].split()[0])
+
+
+def test_a_changed_helper_called_by_a_users_step_invalidates_the_cache(project: Path) -> None:
+    """A peer serves stale results when only a helper changes; crispml must not."""
+    _user_project(project)
+    first = _run(project)
+    assert "train     steps              succeeded" in first
+    assert "train     steps              cached" in _run(project)
+    (project / "helpers.py").write_text("def scale(value):\n    return value * 3\n")
+    out = _run(project)
+    assert "train     steps              succeeded" in out
+    assert "load      files              cached" in out  # the helper is not load's code
+    assert _value(out) == _value(first) / 2 * 3  # the new helper really ran
+
+
+def test_a_changed_user_plugin_module_invalidates_the_cache(project: Path) -> None:
+    _user_project(project)
+    first = _run(project)
+    steps = project / "steps.py"
+    steps.write_text(steps.read_text().replace("value = scale(", "value = 1 + scale("))
+    out = _run(project)
+    assert "train     steps              succeeded" in out and _value(out) == _value(first) + 1
