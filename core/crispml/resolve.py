@@ -95,9 +95,14 @@ def _validate_options(
     prefix: tuple[Any, ...],
     where: _Locator,
     base_dir: Path,
+    earlier: dict[str, Options] | None = None,
 ) -> Any:
+    # Validators read ``info.context``: ``base_dir`` (the recipe's folder) and ``steps`` (the
+    # options of the steps validated before this one, by stage), so that e.g. a validate step
+    # can check its columns against the file the load step reads, before anything runs.
+    context = {"base_dir": base_dir, "steps": dict(earlier or {})}
     try:
-        return model.model_validate(data, context={"base_dir": base_dir})
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -160,7 +165,10 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
                 (stage, "use"),
                 f"plugin '{step.use}' needs {backend.distribution}, which is not installed: {backend.install_hint()}",
             )
-        options = _validate_options(decl.stages[stage], step.options, (stage,), where, recipe_dir)
+        options = _validate_options(
+            decl.stages[stage], step.options, (stage,), where, recipe_dir,
+            {s.stage: s.options for s in steps},
+        )
         gates = []
         for metric, expression in step.gate.items():
             try:
