@@ -104,6 +104,13 @@ class Recipe(BaseModel):
     def _runner_name(cls, value: Any) -> Any:
         return {"use": value} if isinstance(value, str) else value
 
+    def __eq__(self, other: object) -> bool:
+        """Recipes are equal when they say the same thing, wherever they were read from."""
+        return isinstance(other, Recipe) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.to_yaml())
+
     def step(self, stage: str) -> Step | None:
         """The step for ``stage`` (``None`` when the recipe leaves it out)."""
         return getattr(self, _FIELD.get(stage, stage))  # type: ignore[no-any-return]
@@ -162,7 +169,7 @@ class Recipe(BaseModel):
             err = exc.errors()[0]
             loc = tuple(err["loc"])
             where = file
-            if overridden and any(loc[: len(o)] == o for o in overridden):
+            if overridden and any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden):
                 where = "--set"
             raise RecipeError(
                 describe_error(err),

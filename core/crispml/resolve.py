@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from crispml._yaml import line_of, load_with_lines
-from crispml.declarations import Options
+from crispml.declarations import Declaration, Options
 from crispml.errors import PluginError, RecipeError
 from crispml.gates import Gate
 from crispml.plugins import Plugins
@@ -121,8 +121,9 @@ def _plugin_for(plugins: Plugins, name: str, path: tuple[Any, ...], where: _Loca
     broken = plugins.infos.get(name)
     if broken is not None and broken.error:
         raise where.error(path, f"plugin '{name}' is installed but failed to load: {broken.error}")
-    installed = ", ".join(sorted(plugins.names())) or "none"
-    near = difflib.get_close_matches(name, plugins.names(), n=1)
+    useful = [n for n in plugins.names() if plugins.declaration(n) != Declaration()]
+    installed = ", ".join(sorted(useful)) or "none"
+    near = difflib.get_close_matches(name, useful, n=1)
     hint = f"did you mean '{near[0]}'? " if near else ""
     raise where.error(path, f"no plugin named '{name}' {what}; {hint}installed: {installed}")
 
@@ -166,7 +167,11 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
                 f"plugin '{step.use}' needs {backend.distribution}, which is not installed: {backend.install_hint()}",
             )
         options = _validate_options(
-            decl.stages[stage], step.options, (stage,), where, recipe_dir,
+            decl.stages[stage],
+            step.options,
+            (stage,),
+            where,
+            recipe_dir,
             {s.stage: s.options for s in steps},
         )
         gates = []

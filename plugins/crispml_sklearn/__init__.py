@@ -24,7 +24,7 @@ from crispml import (
     TrainedModel,
     hookimpl,
 )
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 __version__ = "0.1.0"
 
@@ -37,12 +37,22 @@ class TrainOptions(Options):
     preprocess: bool = True
     """Wrap the estimator in imputation, scaling and one-hot encoding."""
 
-    @model_validator(mode="after")
-    def _estimator_exists(self) -> TrainOptions:
-        from crispml_sklearn._train import check_estimator
+    @field_validator("estimator")
+    @classmethod
+    def _estimator_exists(cls, estimator: str) -> str:
+        from crispml_sklearn._train import import_estimator
 
-        check_estimator(self.estimator, self.params)
-        return self
+        import_estimator(estimator)
+        return estimator
+
+    @field_validator("params")
+    @classmethod
+    def _params_fit_the_estimator(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from crispml_sklearn._train import check_params
+
+        if "estimator" in info.data:  # else the estimator itself was the error
+            check_params(info.data["estimator"], params)
+        return params
 
 
 class EvaluateOptions(Options):

@@ -29,12 +29,18 @@ def import_estimator(path: str) -> type[BaseEstimator]:
     return cls
 
 
-def check_estimator(path: str, params: dict[str, Any]) -> None:
-    """Fail early (at recipe check) on a wrong class name or an unknown parameter."""
+def check_params(path: str, params: dict[str, Any]) -> None:
+    """Fail early (at recipe check) on an unknown parameter or a value of the wrong type."""
     cls = import_estimator(path)
     unknown = sorted(set(params) - set(cls().get_params(deep=False)))
     if unknown:
         raise ValueError(f"{cls.__name__} has no parameter(s): {', '.join(unknown)}")
+    validate = getattr(cls(**params), "_validate_params", None)
+    if validate is not None:  # scikit-learn's own parameter constraints (>= 1.2)
+        try:
+            validate()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc).replace("\n", " ")) from None
 
 
 def build_pipeline(estimator: BaseEstimator, frame: Any, preprocess: bool) -> Any:
