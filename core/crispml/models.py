@@ -21,6 +21,6 @@ def load_model(reference: str, *, project: str | Path | None = None, plugins: Pl
     if model is None:
         raise UsageError(
             f"no installed plugin knows the model '{reference}' "
-            "(is a registry plugin such as mlflow installed, and the name right?)"
+            "(is a model-registry plugin installed, and is the name right?)"
         )
     return model

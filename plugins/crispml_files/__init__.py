@@ -11,8 +11,9 @@ import csv
 from pathlib import Path
 from typing import Any, Literal
 
-from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunContext, hash_file, hookimpl
 from pydantic import Field, ValidationInfo, field_validator
+
+from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunContext, hash_file, hookimpl
 
 __version__ = "0.1.0"
 

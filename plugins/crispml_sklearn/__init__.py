@@ -14,6 +14,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
+from pydantic import Field, ValidationInfo, field_validator
+
 from crispml import (
     Backend,
     Dataset,
@@ -24,7 +26,6 @@ from crispml import (
     TrainedModel,
     hookimpl,
 )
-from pydantic import Field, ValidationInfo, field_validator
 
 __version__ = "0.1.0"
 

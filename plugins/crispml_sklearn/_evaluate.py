@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crispml import Dataset, Evaluation, TrainedModel
 from sklearn.metrics import get_scorer
+
+from crispml import Dataset, Evaluation, TrainedModel
 
 if TYPE_CHECKING:
     from crispml_sklearn import EvaluateOptions

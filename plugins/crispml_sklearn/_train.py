@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from crispml import Dataset, TrainedModel, UsageError
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from crispml import Dataset, TrainedModel, UsageError
 
 if TYPE_CHECKING:
     from crispml_sklearn import TrainOptions

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
 from crispml import (
     Dataset,
     Declaration,

@@ -7,10 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import MeanModel, TableLoader, basic_recipe
 from crispml import Recipe, Step
 from crispml.plugins import get_plugins
 from crispml.testing import run_with
+
+from conftest import MeanModel, TableLoader, basic_recipe
 
 CRISPML = str(Path(sys.executable).with_name("crispml"))
 

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MeanModel, TableLoader, basic_recipe
 
 from crispml import Declaration, Evaluation, Options, Step, UsageError, hookimpl, resume
 from crispml.testing import plugins_with, run_with
+
+from conftest import MeanModel, TableLoader, basic_recipe
 
 CRISPML = str(Path(sys.executable).with_name("crispml"))
 

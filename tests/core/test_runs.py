@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import MeanModel, TableLoader, basic_recipe
 from crispml import Recipe, Step, hookimpl
 from crispml.testing import Recorder, run_with
+
+from conftest import MeanModel, TableLoader, basic_recipe
 
 
 def test_a_run_succeeds_and_passes_typed_results(project: Path, fakes: dict[str, object]) -> None:
