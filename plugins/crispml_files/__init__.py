@@ -37,13 +37,14 @@ def read_columns(path: Path, fmt: str = "auto", sep: str = ",") -> list[str]:
 class LoadOptions(Options):
     path: ExistingPath
     """A CSV or Parquet file (relative to the recipe's folder)."""
-    target: str | None = None
-    """The column to predict; checked against the file's header."""
     format: Literal["auto", "csv", "parquet"] = "auto"
-    name: str | None = None
-    """The dataset's name (default: the file's stem)."""
     read_options: dict[str, Any] = Field(default_factory=dict)
     """Passed to ``pandas.read_csv`` / ``read_parquet``."""
+    target: str | None = None
+    """The column to predict; checked against the file's header (so declared after the fields
+    needed to read it: pydantic validates in order)."""
+    name: str | None = None
+    """The dataset's name (default: the file's stem)."""
 
     @field_validator("target")
     @classmethod

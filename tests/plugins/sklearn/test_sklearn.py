@@ -1,0 +1,91 @@
+"""The sklearn plugin against real scikit-learn."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from crispml import Recipe, RecipeError, Split, Step, check, run
+
+
+def _recipe(data: Path, **changes: object) -> Recipe:
+    fields: dict[str, object] = {
+        "name": "sk",
+        "split": Split(test_size=0.25, seed=0, stratify="churned"),
+        "load": Step(use="files", path=str(data), target="churned"),
+        "train": Step(use="sklearn", params={"max_iter": 500}),
+        "evaluate": Step(use="sklearn", metrics=["accuracy", "roc_auc"]),
+    }
+    fields.update(changes)
+    return Recipe(**fields)  # type: ignore[arg-type]
+
+
+def test_trains_a_pipeline_that_handles_raw_categorical_data(project: Path, churn_csv: Path) -> None:
+    result = run(_recipe(churn_csv), project=project)
+    assert result.status == "succeeded", result.error
+    model = result["model"]
+    assert model.task == "classification" and model.flavor == "sklearn"
+    assert type(model.model).__name__ == "Pipeline"
+    assert "contract" in model.feature_columns and "churned" not in model.feature_columns
+    predictions = model.model.predict(model.input_example)
+    assert len(predictions) == 5 and set(predictions) <= {0, 1}
+    metrics = result["evaluation"].metrics
+    assert 0.7 < metrics["roc_auc"] <= 1.0 and 0.6 < metrics["accuracy"] <= 1.0
+    assert result["evaluation"].rows == 500
+
+
+def test_classifier_plots_are_png_artifacts_of_the_run(project: Path, churn_csv: Path) -> None:
+    result = run(_recipe(churn_csv), project=project)
+    evaluation = result["evaluation"]
+    assert evaluation.artifacts == ["confusion_matrix.png", "roc_curve.png"]
+    for name in evaluation.artifacts:
+        png = result.run_dir / "artifacts" / "evaluate" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cached = run(_recipe(churn_csv), project=project)
+    assert cached.stage_status["evaluate"] == "cached"
+    assert (cached.run_dir / "artifacts" / "evaluate" / "roc_curve.png").is_file()  # carried into the new run
+
+
+def test_regression_with_another_estimator(project: Path, churn_csv: Path) -> None:
+    shutil.copy(churn_csv, project / "c.csv")
+    recipe = Recipe(
+        name="reg",
+        load=Step(use="files", path=str(project / "c.csv"), target="monthly_charges"),
+        train=Step(use="sklearn", estimator="sklearn.ensemble.RandomForestRegressor", params={"n_estimators": 20}),
+        evaluate=Step(use="sklearn", metrics=["r2", "neg_mean_absolute_error"], gate={"r2": ">= 0.5"}),
+    )
+    result = run(recipe, project=project)
+    assert result.status == "succeeded", result.error
+    assert result["model"].task == "regression"
+    assert result["evaluation"].metrics["r2"] > 0.5
+    assert result["evaluation"].artifacts == []
+
+
+def test_the_same_recipe_trains_the_same_model(project: Path, churn_csv: Path) -> None:
+    recipe = _recipe(
+        churn_csv,
+        train=Step(
+            use="sklearn",
+            estimator="sklearn.ensemble.RandomForestClassifier",
+            params={"n_estimators": 10, "random_state": 1},
+        ),
+    )
+    a = run(recipe, project=project, use_cache=False)["evaluation"].metrics
+    b = run(recipe, project=project, use_cache=False)["evaluation"].metrics
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"estimator": "sklearn.linear_model.Nope"}, "train.estimator: cannot import estimator"),
+        ({"estimator": "os.path"}, "train.estimator: 'os.path' is not a scikit-learn estimator class"),
+        ({"params": {"n_neighbours": 3}}, "train.params: LogisticRegression has no parameter(s): n_neighbours"),
+        ({"params": {"C": -1}}, "train.params: The 'C' parameter of LogisticRegression must be a float"),
+    ],
+)
+def test_bad_estimators_are_recipe_errors(churn_csv: Path, train: dict[str, object], message: str) -> None:
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check(_recipe(churn_csv, train=Step(use="sklearn", **train)))
