@@ -1,0 +1,170 @@
+"""The ``great_expectations`` plugin: validate a dataset with Great Expectations 1.x.
+
+    validate: {use: great_expectations, suite: expectations/churn.yaml, on_failure: reject}
+
+or inline::
+
+    validate:
+      use: great_expectations
+      expectations:
+        - {expect: column_values_to_not_be_null, column: tenure_months}
+        - {expect: column_values_to_be_between, column: monthly_charges, min_value: 0, mostly: 0.99}
+
+A failed validation ends the run ``rejected`` (``on_failure: warn`` carries on). The report is
+stored as ``validation.json`` and ``validation.html`` in the stage's artifact folder.
+Commands: ``crispml suggest-suite DATA -o suite.yaml``, ``crispml validate-data RECIPE DATA``.
+
+This module only declares; Great Expectations and pandas are imported when a suite is checked
+(recipe check) or a stage runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from crispml import (
+    Backend,
+    Dataset,
+    Declaration,
+    ExistingPath,
+    Options,
+    RunContext,
+    ValidationReport,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    import click
+
+    from crispml_great_expectations._suite import Entry
+
+__version__ = "0.1.0"
+
+
+class InlineExpectation(BaseModel):
+    """One inline expectation: ``expect`` plus the expectation's own arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    expect: str
+    """The expectation type: ``column_values_to_be_between``, ``expect_…`` or ``ExpectColumn…``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> InlineExpectation:
+        from crispml_great_expectations._suite import SuiteError, parse_entry
+
+        try:
+            parse_entry(self.raw())
+        except SuiteError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def raw(self) -> dict[str, Any]:
+        return {"expect": self.expect, **(self.model_extra or {})}
+
+
+class ValidateOptions(Options):
+    suite: ExistingPath | None = None
+    """A suite YAML file (relative to the recipe's folder); see docs/plugins/great_expectations.md."""
+    expectations: list[InlineExpectation] = Field(default_factory=list)
+    """Inline expectations, checked after the suite's."""
+    on_failure: Literal["reject", "warn"] = "reject"
+    """``reject`` ends the run ``rejected``; ``warn`` reports and carries on."""
+    unexpected_values: int = Field(default=5, ge=0, le=100)
+    """How many unexpected values to keep per expectation."""
+    name: str | None = None
+    """The suite's name in reports (default: the suite file's stem, else ``inline``)."""
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_parses(cls, suite: Path | None) -> Path | None:
+        if suite is not None:
+            from crispml_great_expectations._suite import load_suite
+
+            load_suite(suite)  # a SuiteError is a ValueError: the core names file, field, line
+        return suite
+
+    @model_validator(mode="after")
+    def _columns_exist(self, info: ValidationInfo) -> ValidateOptions:
+        if self.suite is None and not self.expectations:
+            raise ValueError("give a 'suite' file or inline 'expectations' (or both)")
+        from crispml_great_expectations._suite import check_columns
+
+        load = ((info.context or {}).get("steps") or {}).get("load")
+        found = _load_columns(load)
+        if found is not None:
+            columns, source = found
+            check_columns(self.entries(), columns, source)
+        return self
+
+    def entries(self) -> list[Entry]:
+        """Every expectation, the suite file's then the inline ones, checked and normalised."""
+        from crispml_great_expectations._suite import load_suite, parse_entry
+
+        out = list(load_suite(self.suite).entries) if self.suite is not None else []
+        for i, item in enumerate(self.expectations):
+            out.append(parse_entry(item.raw(), f"expectations[{i}]"))
+        return out
+
+    def suite_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.suite is not None:
+            from crispml_great_expectations._suite import load_suite
+
+            return load_suite(self.suite).name
+        return "inline"
+
+    def external_inputs(self) -> list[Path]:
+        return [self.suite] if self.suite is not None else []
+
+    def provided_metrics(self) -> list[str]:
+        return ["expectations", "failed", "success_percent"]
+
+
+def _load_columns(load: Any) -> tuple[list[str], str] | None:
+    """The columns of the file a recipe's load step reads, when it names a plain CSV/Parquet file.
+
+    Read from the header only. ``None`` when the load step is something else (a feature store)
+    or reads the file with options that change its columns: then columns are checked at run time.
+    """
+    path = getattr(load, "path", None)
+    read_options = getattr(load, "read_options", None) or {}
+    if not isinstance(path, Path) or not path.is_file() or set(read_options) - {"sep"}:
+        return None
+    from crispml_great_expectations._data import read_header
+
+    try:
+        return read_header(path, getattr(load, "format", "auto"), read_options.get("sep", ",")), path.name
+    except Exception:
+        return None  # the load step reports an unreadable file itself
+
+
+@hookimpl
+def crispml_declare() -> Declaration:
+    return Declaration(
+        stages={"validate": ValidateOptions},
+        backends=(
+            Backend("great-expectations", "great_expectations", extra="gx"),
+            Backend("pandas", "pandas", extra="gx"),
+        ),
+        description="Validate data with Great Expectations 1.x suites; reject runs on bad data.",
+    )
+
+
+@hookimpl
+def crispml_validate(options: ValidateOptions, dataset: Dataset, context: RunContext) -> ValidationReport:
+    from crispml_great_expectations._run import validate_dataset
+
+    return validate_dataset(options, dataset, context)
+
+
+@hookimpl
+def crispml_register_commands(cli: click.Group) -> None:
+    from crispml_great_expectations._cli import suggest_suite, validate_data
+
+    cli.add_command(suggest_suite)
+    cli.add_command(validate_data)
