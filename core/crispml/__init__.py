@@ -14,6 +14,7 @@ from crispml._markers import hookimpl
 from crispml._version import __version__
 
 if TYPE_CHECKING:
+    from crispml._redact import flatten, redact
     from crispml.context import RunContext
     from crispml.declarations import Backend, Declaration, ExistingPath, Options
     from crispml.errors import (
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
     from crispml.recipe import Recipe, Runner, Split, Step
-    from crispml.redact import flatten, redact
     from crispml.results import (
         Dataset,
         Deployment,
@@ -84,8 +84,8 @@ _LAZY = {
     "atomic_write_json": "crispml.store",
     "find_project": "crispml.store",
     "load_model": "crispml.models",
-    "redact": "crispml.redact",
-    "flatten": "crispml.redact",
+    "redact": "crispml._redact",
+    "flatten": "crispml._redact",
 }
 
 __all__ = ["__version__", "hookimpl", *sorted(_LAZY)]
