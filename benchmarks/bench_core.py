@@ -1,0 +1,81 @@
+"""Core performance figures (issue: "Core: hooks, plugins, recipes, runs").
+
+Each figure is a ratio measured in one run, side by side with its baseline, so that the
+machine's speed cancels out. Prints a Markdown table; docs/performance.md records it.
+
+    .venv/bin/python benchmarks/bench_core.py [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CRISPML = str(BIN / "crispml")
+QUICKSTART = REPO / "examples" / "quickstart"
+
+
+def wall(cmd: list[str], cwd: Path, repeat: int) -> float:
+    """Median wall time of ``cmd`` over ``repeat`` runs (after one warm-up)."""
+    env = {**os.environ, "CRISPML_PROJECT": str(cwd)}
+    subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, check=True)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="crispml-bench-"))
+    shutil.copytree(QUICKSTART, work / "qs", ignore=shutil.ignore_patterns(".crispml"))
+    qs = work / "qs"
+    rows = []
+
+    pluggy = wall([sys.executable, "-c", "import pluggy"], qs, args.repeat)
+    helptime = wall([CRISPML, "--help"], qs, args.repeat)
+    plugins = wall([CRISPML, "plugins"], qs, args.repeat)
+    rows.append(("`python -c 'import pluggy'` (baseline)", f"{pluggy:.3f} s", "1.00"))
+    rows.append(("`crispml --help`", f"{helptime:.3f} s", f"{helptime / pluggy:.2f}"))
+    rows.append(("`crispml plugins`", f"{plugins:.3f} s", f"{plugins / pluggy:.2f}"))
+
+    plain = wall(
+        [sys.executable, str(REPO / "benchmarks" / "plain_quickstart.py"), "data/churn.csv", str(work / "plain")],
+        qs,
+        args.repeat,
+    )
+    nocache = wall([CRISPML, "run", "recipe.yaml", "--no-cache"], qs, args.repeat)
+    rows.append(("quickstart, plain pandas + scikit-learn script (baseline)", f"{plain:.3f} s", "1.00"))
+    rows.append(("quickstart, `crispml run --no-cache`", f"{nocache:.3f} s", f"{nocache / plain:.3f}"))
+
+    shutil.rmtree(qs / ".crispml", ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run([CRISPML, "run", "recipe.yaml"], cwd=qs, capture_output=True, check=True,
+                   env={**os.environ, "CRISPML_PROJECT": str(qs)})
+    first = time.perf_counter() - t0
+    cached = wall([CRISPML, "run", "recipe.yaml"], qs, args.repeat)
+    rows.append(("quickstart, first `crispml run` (cold cache)", f"{first:.3f} s", "1.00"))
+    rows.append(("quickstart, second run, every stage `cached`", f"{cached:.3f} s", f"{cached / first:.3f}"))
+
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, median of {args.repeat} runs\n")
+    print("| measurement | wall time | ratio |\n|---|---|---|")
+    for name, value, ratio in rows:
+        print(f"| {name} | {value} | {ratio} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
