@@ -16,7 +16,7 @@ import click
 from crispml._version import __version__
 from crispml.errors import EXIT_USAGE, CrispmlError
 
-_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume")
+_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "recipes", "init")
 
 
 class _Group(click.Group):
@@ -243,6 +243,28 @@ def show(run_id: str, as_json: bool) -> None:
             s["name"], s["plugin"], s["status"], f"{s['duration']:.2f}s" if s.get("duration") is not None else "", brief
         )
     console.print(table)
+
+
+@cli.command()
+def recipes() -> None:
+    """List the ready-made recipes that `crispml init` can copy."""
+    from crispml.templates import list_recipes
+
+    for name, description in list_recipes():
+        click.echo(f"{name:<28} {description}")
+
+
+@cli.command()
+@click.argument("recipe")
+@click.argument("folder", type=click.Path(file_okay=False), default=".")
+def init(recipe: str, folder: str) -> None:
+    """Copy the ready-made RECIPE (see `crispml recipes`) into FOLDER."""
+    from pathlib import Path
+
+    from crispml.templates import init_recipe
+
+    path = init_recipe(recipe, Path(folder))
+    click.echo(f"wrote {path}; run it with: crispml run {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

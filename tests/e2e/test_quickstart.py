@@ -59,7 +59,7 @@ def test_quickstart_python_api(quickstart: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("plugins", "run", "check", "runs", "show", "resume"):
+    for command in ("plugins", "run", "check", "runs", "show", "resume", "recipes", "init"):
         proc = _cli(REPO, command, "--help")
         assert proc.returncode == 0 and "Usage: crispml " + command in proc.stdout
 
@@ -69,3 +69,16 @@ def test_check_runs_nothing(quickstart: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout and "train (sklearn)" in proc.stdout
     assert not (quickstart / ".crispml").exists()
+
+
+def test_ready_made_recipes_are_listed_copied_and_run(tmp_path: Path) -> None:
+    listed = _cli(tmp_path, "recipes")
+    assert listed.returncode == 0 and "churn-classification" in listed.stdout
+    made = _cli(tmp_path, "init", "churn-classification", "mine")
+    assert made.returncode == 0, made.stderr
+    ran = _cli(tmp_path, "run", "mine/recipe.yaml")
+    assert ran.returncode == 0, ran.stderr
+    again = _cli(tmp_path, "init", "churn-classification", "mine")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    unknown = _cli(tmp_path, "init", "nope", "other")
+    assert unknown.returncode == 2 and "available: churn-classification" in unknown.stderr
