@@ -60,7 +60,7 @@ def crispml_cli(project: Path) -> Callable[..., subprocess.CompletedProcess[str]
     """Run the real ``crispml`` command in the project folder."""
 
     def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+        full_env = {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(project), **(env or {})}
         return subprocess.run(
             [CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=full_env
         )

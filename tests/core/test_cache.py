@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -108,7 +109,10 @@ def _user_project(project: Path) -> Path:
 
 
 def _run(project: Path) -> str:
-    proc = subprocess.run([CRISPML, "run", "recipe.yaml"], cwd=project, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "CRISPML_PROJECT": str(project)}
+    proc = subprocess.run(
+        [CRISPML, "run", "recipe.yaml"], cwd=project, capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
 

@@ -132,9 +132,7 @@ def test_unknown_hook_names_and_parameters_are_rejected() -> None:
 
 def test_recipe_modules_are_loaded_as_plugins(project: Path) -> None:
     (project / "mine.py").write_text(GOOD)
-    (project / "r.yaml").write_text(
-        "name: r\nplugins: [mine]\nload: {use: files, path: d.csv}\nmonitor: {use: mine}\n"
-    )
+    (project / "r.yaml").write_text("name: r\nplugins: [mine]\nload: {use: files, path: d.csv}\nmonitor: {use: mine}\n")
     (project / "d.csv").write_text("a\n1\n")
     from crispml import check
 
@@ -154,7 +152,11 @@ def test_a_recipe_module_that_fails_to_import_is_a_recipe_error(project: Path) -
 
 def test_tracing_prints_hook_calls() -> None:
     proc = subprocess.run(
-        [CRISPML, "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "CRISPML_TRACE_PLUGINS": "1"}
+        [CRISPML, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CRISPML_TRACE_PLUGINS": "1"},
     )
     assert proc.returncode == 0
     assert "crispml_register_commands" in proc.stderr

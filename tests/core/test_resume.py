@@ -91,7 +91,7 @@ def test_resume_after_kill_9(project: Path) -> None:
     proc = subprocess.Popen(
         [CRISPML, "run", "recipe.yaml"],
         cwd=project,
-        env={**os.environ, "SLOW": "1"},
+        env={**os.environ, "SLOW": "1", "CRISPML_PROJECT": str(project)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -108,12 +108,26 @@ def test_resume_after_kill_9(project: Path) -> None:
     proc.wait(timeout=10)
 
     listed = json.loads(
-        subprocess.run([CRISPML, "runs", "--json"], cwd=project, capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [CRISPML, "runs", "--json"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "CRISPML_PROJECT": str(project)},
+        ).stdout
     )
     assert listed[0]["status"] == "interrupted"
     run_id = listed[0]["run_id"]
 
-    done = subprocess.run([CRISPML, "resume", run_id], cwd=project, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [CRISPML, "resume", run_id],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CRISPML_PROJECT": str(project)},
+    )
     assert done.returncode == 0, done.stderr
     manifest = json.loads(manifest_path.read_text())
     assert manifest["status"] == "succeeded"

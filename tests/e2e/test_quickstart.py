@@ -24,7 +24,12 @@ def quickstart(tmp_path: Path) -> Path:
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CRISPML, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"}
+        [CRISPML, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(cwd)},
     )
 
 
