@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -37,6 +38,8 @@ class ConsoleReporter:
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, highlight=False)
+        if console is None and not self.console.is_terminal and "COLUMNS" not in os.environ:
+            self.console = Console(stderr=True, highlight=False, width=160)  # logs: no wrapping
         self._status: Any = None
 
     def _stop(self) -> None:

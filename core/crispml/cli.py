@@ -51,6 +51,18 @@ def cli() -> None:
     """
 
 
+def _console() -> Any:
+    """A rich console for tables: the terminal's width, or a wide one when output is piped."""
+    import os
+
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=160)
+    return console
+
+
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -68,7 +80,6 @@ def plugins(as_json: bool) -> None:
     if as_json:
         _print_json([i.as_json() for i in infos])
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
@@ -92,7 +103,7 @@ def plugins(as_json: bool) -> None:
         table.add_row(
             info.name, info.version or "", info.source, ", ".join(provides), ", ".join(hooks), ", ".join(backend) or "-"
         )
-    Console(highlight=False).print(table)
+    _console().print(table)
 
 
 # -- run, check, resume ----------------------------------------------------------------------
@@ -180,12 +191,12 @@ def runs(as_json: bool, limit: int) -> None:
     if not rows:
         click.echo("no runs yet (crispml run RECIPE)")
         return
-    from rich.console import Console
     from rich.table import Table
 
+    marks = {"succeeded": "✓", "cached": "↺", "rejected": "✗", "failed": "!", "skipped": "-"}
     table = Table(box=None, pad_edge=False)
     for column in ("run", "recipe", "status", "started", "time", "data", "stages"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("run", "status", "started"))
     for r in rows:
         table.add_row(
             r["run_id"],
@@ -194,9 +205,10 @@ def runs(as_json: bool, limit: int) -> None:
             r["started"][:19].replace("T", " "),
             f"{r['duration']:.2f}s" if r["duration"] is not None else "",
             (r["data"] or "")[:12],
-            " ".join(f"{k}:{v}" for k, v in r["stages"].items()),
+            " ".join(f"{k}{marks.get(v, '?')}" for k, v in r["stages"].items()),
         )
-    Console(highlight=False).print(table)
+    table.caption = "✓ succeeded  ↺ cached  ✗ rejected  ! failed  - skipped"
+    _console().print(table)
 
 
 @cli.command()
@@ -211,10 +223,9 @@ def show(run_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(manifest)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console()
     env = manifest.get("environment") or {}
     git = env.get("git") or {}
     console.print(

@@ -30,7 +30,7 @@ def test_csv_and_parquet_load_the_same_data_with_content_fingerprints(project: P
 def test_target_is_checked_against_a_parquet_header(project: Path, churn_csv: Path) -> None:
     pd.read_csv(churn_csv).to_parquet(project / "churn.parquet")
     recipe = Recipe(name="p", load=Step(use="files", path=str(project / "churn.parquet"), target="nope"))
-    with pytest.raises(RecipeError, match="load.target: column 'nope' is not in churn.parquet"):
+    with pytest.raises(RecipeError, match=r"load\.target: column 'nope' is not in churn\.parquet"):
         check(recipe)
 
 
