@@ -63,7 +63,8 @@ def plugins_with(plugins: dict[str, object] | None = None, *, entry_points: bool
     """A plugin manager with the installed plugins plus ``plugins`` (name → plugin object)."""
     pl = get_plugins(entry_points=entry_points)
     for name, obj in (plugins or {}).items():
-        pl.register(obj, name, source="registered")
+        if not pl.pm.is_registered(obj):  # an installed plugin testing itself is already there
+            pl.register(obj, name, source="registered")
     return pl
 
 
