@@ -238,6 +238,8 @@ def show(run_id: str, as_json: bool) -> None:
     data = manifest.get("data") or {}
     if data:
         console.print(f"data: {data.get('source')}  fingerprint {data.get('fingerprint')}  {data.get('rows')} rows")
+    for system, ident in (manifest.get("links") or {}).items():
+        console.print(f"{system}: {ident}")
     dirty = " (dirty)" if git.get("dirty") else ""
     console.print(f"crispml {env.get('crispml')}  python {env.get('python')}  git {git.get('commit') or '-'}{dirty}")
     table = Table(box=None, pad_edge=False)

@@ -19,6 +19,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from crispml._redact import redact
 from crispml._version import __version__
 from crispml.context import RunContext
 from crispml.environment import environment
@@ -88,7 +89,7 @@ class RunPlan:
             "duration": None,
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "recipe": r.recipe.to_dict(),
+            "recipe": redact(r.recipe.to_dict()),
             "recipe_file": str(r.recipe.source) if r.recipe.source else None,
             "recipe_dir": str(r.recipe_dir),
             "recipe_hash": hash_json(r.recipe.to_dict()),

@@ -9,6 +9,8 @@ file, the field and its YAML line — and nothing has run.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,6 +103,7 @@ def _validate_options(
     # options of the steps validated before this one, by stage), so that e.g. a validate step
     # can check its columns against the file the load step reads, before anything runs.
     context = {"base_dir": base_dir, "steps": dict(earlier or {})}
+    data = _expand_env(data, prefix, where)
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
@@ -113,6 +116,31 @@ def _validate_options(
             hint = f"did you mean '{near[0]}'? " if near else ""
             msg = f"unknown option ({hint}expected one of: {', '.join(known)})"
         raise where.error((*prefix, *loc), msg) from None
+
+
+_ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, path: tuple[Any, ...], where: _Locator) -> Any:
+    """Replace ``${env:NAME}`` in option strings, so secrets stay out of recipe files.
+
+    The recipe (and so the run manifest) keeps the ``${env:NAME}`` form; only the validated
+    options a plugin receives hold the value.
+    """
+    if isinstance(value, dict):
+        return {k: _expand_env(v, (*path, k), where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, (*path, i), where) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${env:" in value:
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise where.error(path, f"environment variable {name} is not set (used as ${{env:{name}}})")
+            return os.environ[name]
+
+        return _ENV.sub(lookup, value)
+    return value
 
 
 def _plugin_for(plugins: Plugins, name: str, path: tuple[Any, ...], where: _Locator, what: str) -> None:

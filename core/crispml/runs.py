@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crispml._redact import MASK, flatten
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
 from crispml.plan import DONE, RunPlan
@@ -121,6 +122,11 @@ def resume(
         raise UsageError(f"run '{run_id}' already ended {manifest['status']}: nothing to resume")
     if manifest["status"] == "running" and _alive(manifest):
         raise UsageError(f"run '{run_id}' is still running (pid {manifest['pid']})")
+    if MASK in flatten(manifest["recipe"]).values():
+        raise UsageError(
+            f"run '{run_id}' had secrets written into its recipe (the manifest keeps them masked), so it "
+            "cannot be resumed: write secrets as ${env:NAME} and run the recipe again"
+        )
     recipe = Recipe.from_dict(manifest["recipe"]).with_source(
         Path(manifest["recipe_file"]) if manifest.get("recipe_file") else None
     )

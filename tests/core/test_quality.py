@@ -11,14 +11,10 @@ BIN = Path(sys.executable).parent
 
 
 def test_ruff_is_clean_on_core_and_plugins() -> None:
-    proc = subprocess.run(
-        [str(BIN / "ruff"), "check", "core", "plugins"], cwd=REPO, capture_output=True, text=True
-    )
+    proc = subprocess.run([str(BIN / "ruff"), "check", "core", "plugins"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_mypy_strict_is_clean_on_core() -> None:
-    proc = subprocess.run(
-        [str(BIN / "mypy"), "core/crispml"], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([str(BIN / "mypy"), "core/crispml"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
