@@ -97,26 +97,22 @@ class ValidateOptions(Options):
         found = _load_columns(load)
         if found is not None:
             columns, source = found
-            check_columns(self.entries(), columns, source)
+            check_columns(self.load()[0], columns, source)
         return self
 
-    def entries(self) -> list[Entry]:
-        """Every expectation, the suite file's then the inline ones, checked and normalised."""
+    def load(self) -> tuple[list[Entry], str]:
+        """Every expectation (the suite file's, then the inline ones), checked, and the suite's name."""
         from crispml_great_expectations._suite import load_suite, parse_entry
 
-        out = list(load_suite(self.suite).entries) if self.suite is not None else []
+        out: list[Entry] = []
+        name = self.name or "inline"
+        if self.suite is not None:
+            suite = load_suite(self.suite)
+            out.extend(suite.entries)
+            name = self.name or suite.name
         for i, item in enumerate(self.expectations):
             out.append(parse_entry(item.raw(), f"expectations[{i}]"))
-        return out
-
-    def suite_name(self) -> str:
-        if self.name:
-            return self.name
-        if self.suite is not None:
-            from crispml_great_expectations._suite import load_suite
-
-            return load_suite(self.suite).name
-        return "inline"
+        return out, name
 
     def external_inputs(self) -> list[Path]:
         return [self.suite] if self.suite is not None else []

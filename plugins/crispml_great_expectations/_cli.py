@@ -101,7 +101,7 @@ def validate_data(recipe: str, data: Path, as_json: bool, report_dir: Path | Non
     from crispml_great_expectations._run import validate_frame
 
     frame = read_data(data, _load_read_options(resolved))
-    entries = options.entries()
+    entries, suite_name = options.load()
     if report_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         report_dir = crispml.find_project() / ".crispml" / "validations" / stamp
@@ -109,7 +109,7 @@ def validate_data(recipe: str, data: Path, as_json: bool, report_dir: Path | Non
     report = validate_frame(
         frame,
         entries,
-        suite_name=options.suite_name(),
+        suite_name=suite_name,
         data_name=str(data),
         out_dir=report_dir,
         on_failure="reject",

@@ -55,6 +55,8 @@ class Entry:
     where: str = ""
     """``file:line`` or ``expectation 3``, for messages."""
     line: int | None = None
+    built: Any = field(default=None, compare=False, repr=False)
+    """The GX expectation object checking built (fresh for each parse; used once by a run)."""
 
     @property
     def columns(self) -> list[str]:
@@ -211,10 +213,10 @@ def parse_entry(raw: Any, where: str = "", line: int | None = None) -> Entry:
         if key in RESERVED:
             raise SuiteError(f"{_at(where, entry.label())}: field '{key}': set by crispml, not in a suite")
     try:
-        build(entry)
+        built = build(entry)
     except SuiteError as exc:
         raise SuiteError(f"{_at(where, entry.label())}: {exc}") from None
-    return entry
+    return Entry(kind, kwargs, where, line, built)
 
 
 def _lines_of_items(text: str) -> list[int]:
@@ -259,12 +261,17 @@ def load_suite(path: Path) -> Suite:
         items = data
     if not isinstance(items, list) or not items:
         raise SuiteError(f"{path.name}: expected a non-empty 'expectations:' list")
-    lines = _lines_of_items(text)
+    lines: list[int] | None = None  # found only when a message needs them (composing costs)
     entries = []
     for i, raw in enumerate(items):
-        line = lines[i] if i < len(lines) else None
-        where = f"{path.name}:{line}: expectation {i + 1}" if line else f"{path.name}: expectation {i + 1}"
-        entries.append(parse_entry(raw, where, line))
+        try:
+            entries.append(parse_entry(raw, f"{path.name}: expectation {i + 1}"))
+        except SuiteError:
+            lines = _lines_of_items(text) if lines is None else lines
+            line = lines[i] if i < len(lines) else None
+            where = f"{path.name}:{line}: expectation {i + 1}" if line else f"{path.name}: expectation {i + 1}"
+            parse_entry(raw, where, line)  # raises again, now naming the line
+            raise
     return Suite(name, entries)
 
 
