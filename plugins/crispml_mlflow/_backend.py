@@ -1,0 +1,198 @@
+"""Connecting to MLflow: the tracking URI, the embedded store, timeouts, telemetry, locks.
+
+Imported only from hook bodies and commands. ``mlflow()`` imports MLflow itself, after the
+environment it reads at import time (telemetry) is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from crispml import CrispmlError
+
+EMBEDDED_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+STORE_DIR = ".crispml"
+
+# MLflow's client is partly global (the fluent API that ``log_model`` uses reads the global
+# tracking URI): calls that rely on that state hold this lock.
+FLUENT_LOCK = threading.RLock()
+_INITIALISED: set[str] = set()
+
+
+# Set before MLflow is first imported (it reads some at import time): no telemetry (which would
+# also write an installation id under ~/.config), short HTTP backoff.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+
+
+class TrackingServerError(CrispmlError):
+    """The MLflow tracking server did not answer (or answered with an error)."""
+
+
+def mlflow() -> ModuleType:
+    """Import MLflow with telemetry off and its INFO chatter quiet."""
+    import mlflow as _mlflow
+
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    return _mlflow
+
+
+@contextlib.contextmanager
+def fluent(uri: str) -> Iterator[ModuleType]:
+    """MLflow's fluent API pointed at ``uri`` for the duration (``log_model`` and
+    ``pyfunc.load_model`` read the global URIs). ``set_tracking_uri`` also exports
+    ``MLFLOW_TRACKING_URI``: the environment is restored after, so that it never leaks into
+    the next run's choice of store."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    with FLUENT_LOCK:
+        module = mlflow()
+        try:
+            module.set_tracking_uri(uri)
+            module.set_registry_uri(uri)
+            yield module
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def set_http_limits(timeout: int, max_retries: int) -> None:
+    """Bound every HTTP request MLflow makes from here on (read by MLflow per request)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+
+
+def embedded_uri(project_dir: Path) -> str:
+    return f"sqlite:///{project_dir / STORE_DIR / EMBEDDED_DB}"
+
+
+def tracking_uri(option: str | None, project_dir: Path) -> str:
+    """The option, else ``$MLFLOW_TRACKING_URI``, else the embedded store of the project."""
+    return option or os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(project_dir)
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def safe_uri(uri: str) -> str:
+    """The URI without a password (``http://user:***@host``), fit for logs and tags."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def artifact_root(uri: str, project_dir: Path) -> str | None:
+    """Where new experiments keep artifacts: next to a SQLite store; the server's default else."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return str(db.parent / ARTIFACTS_DIR)
+    if is_remote(uri):
+        return None
+    return str(project_dir / STORE_DIR / ARTIFACTS_DIR)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on this machine (``fcntl.flock``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def lock_path(project_dir: Path, what: str) -> Path:
+    digest = hashlib.sha256(what.encode()).hexdigest()[:16]
+    return project_dir / STORE_DIR / "locks" / f"mlflow-{digest}.lock"
+
+
+def _init_sqlite(uri: str, project_dir: Path) -> None:
+    """Create (or migrate) a SQLite store once, under a lock: two processes starting at once
+    would otherwise both run the migrations. The store's default artifact root is set here so
+    that MLflow's default experiment does not create ``./mlruns`` in the working directory."""
+    if uri in _INITIALISED:
+        return
+    db = sqlite_path(uri)
+    assert db is not None
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(db.with_name(db.name + ".lock")), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+        mlflow()
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(uri, artifact_root(uri, project_dir))
+        store.engine.dispose()
+    _INITIALISED.add(uri)
+
+
+def client(uri: str, project_dir: Path, *, timeout: int = 10, max_retries: int = 1) -> Any:
+    """An ``MlflowClient`` for ``uri`` (tracking and registry alike), its store ready."""
+    mlflow()
+    set_http_limits(timeout, max_retries)
+    if sqlite_path(uri) is not None:
+        _init_sqlite(uri, project_dir)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_reachable(mlflow_client: Any, uri: str, timeout: int, max_retries: int) -> None:
+    """Fail fast, and clearly, when a tracking server does not answer."""
+    if not is_remote(uri):
+        return
+    try:
+        mlflow_client.search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingServerError(
+            f"mlflow: the tracking server at {safe_uri(uri)} did not answer "
+            f"(timeout {timeout}s, {max_retries} retries): {_short(exc)}"
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return first[:300]
+
+
+def user() -> str:
+    try:
+        import getpass
+
+        name = getpass.getuser()
+    except Exception:
+        name = "unknown"
+    import socket
+
+    return f"{name}@{socket.gethostname()}"

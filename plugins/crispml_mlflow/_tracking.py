@@ -1,0 +1,260 @@
+"""Tracking: one MLflow run per crispml run, fed by the event hooks.
+
+The MLflow run id goes into ``context.links`` (so the manifest names it); the crispml run id is
+the MLflow run's name and its ``crispml.run_id`` tag. ``crispml resume`` continues the same
+MLflow run. Option values whose names look secret, and passwords inside URIs, are masked
+before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crispml import Dataset, RunContext, flatten, redact
+from crispml_mlflow import _backend
+
+if TYPE_CHECKING:
+    from crispml import Result
+    from crispml_mlflow import TrackingOptions
+
+MAX_PARAM = 6000
+MAX_TAG = 5000
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@")
+
+_CLIENTS: dict[tuple[str, str], Any] = {}
+
+
+def scrub(value: Any) -> Any:
+    """Secret-named fields masked (``crispml.redact``), and passwords inside URIs too."""
+    value = redact(value)
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", value)
+    return value
+
+
+def _key(name: str) -> str:
+    return _KEY_BAD.sub("_", name)[:250]
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def connect(options: TrackingOptions, context: RunContext) -> tuple[Any, str]:
+    uri = _backend.tracking_uri(options.tracking_uri, context.project_dir)
+    key = (context.run_id, uri)
+    if key not in _CLIENTS:
+        client = _backend.client(
+            uri, context.project_dir, timeout=options.timeout, max_retries=options.max_retries
+        )
+        _backend.check_reachable(client, uri, options.timeout, options.max_retries)
+        _CLIENTS[key] = client
+    return _CLIENTS[key], uri
+
+
+def experiment_id(client: Any, name: str, uri: str, project_dir: Path) -> str:
+    """The experiment's id, created on first use (two runs creating it at once both succeed)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    root = _backend.artifact_root(uri, project_dir)
+    location = None
+    if root is not None:
+        location = str(Path(root) / re.sub(r"[^A-Za-z0-9_.-]", "_", name))
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def run_tags(context: RunContext, extra: dict[str, str] | None = None) -> dict[str, str]:
+    manifest = context.manifest()
+    env = manifest.get("environment") or {}
+    git = env.get("git") or {}
+    tags = {
+        "mlflow.runName": context.run_id,
+        "mlflow.user": _backend.user().split("@")[0],
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": str(manifest.get("recipe_file") or context.recipe.name),
+        "crispml.run_id": context.run_id,
+        "crispml.recipe": context.recipe.name,
+        "crispml.recipe_hash": str(manifest.get("recipe_hash")),
+        "crispml.run_dir": str(context.run_dir),
+        "crispml.version": str(env.get("crispml")),
+    }
+    if git.get("commit"):
+        tags["mlflow.source.git.commit"] = str(git["commit"])
+        tags["crispml.git_commit"] = str(git["commit"])
+        tags["crispml.git_dirty"] = str(bool(git.get("dirty"))).lower()
+    tags.update(extra or {})
+    return {k: _text(scrub(v), MAX_TAG) for k, v in tags.items()}
+
+
+def params_of(context: RunContext) -> dict[str, str]:
+    """The recipe's options, flattened (``train.params.C``), secrets masked."""
+    recipe = scrub(context.recipe.to_dict())
+    recipe.pop("description", None)
+    return {_key(k): _text(v, MAX_PARAM) for k, v in flatten(recipe).items()}
+
+
+def before_run(options: TrackingOptions, context: RunContext) -> None:
+    from mlflow.entities import Param
+
+    client, uri = connect(options, context)
+    previous = context.links.get("mlflow_run_id")
+    if previous and context.resumed:
+        client.update_run(previous, status="RUNNING")
+        client.set_tag(previous, "crispml.resumed", "true")
+        return
+    exp = experiment_id(client, options.experiment or context.recipe.name, uri, context.project_dir)
+    run = client.create_run(exp, run_name=context.run_id, tags=run_tags(context, options.tags))
+    run_id = run.info.run_id
+    context.links["mlflow_run_id"] = run_id
+    context.links["mlflow_experiment_id"] = exp
+    context.links["mlflow_tracking_uri"] = _backend.safe_uri(uri)
+    if _backend.is_remote(uri):
+        context.links["mlflow_run_url"] = (
+            f"{_backend.safe_uri(uri).rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+        )
+    params = [Param(k, v) for k, v in params_of(context).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i : i + 100])
+
+
+def _run(options: TrackingOptions, context: RunContext) -> tuple[Any, str] | None:
+    run_id = context.links.get("mlflow_run_id")
+    if not run_id:
+        return None  # before_run did not get as far as creating it
+    client, _ = connect(options, context)
+    return client, str(run_id)
+
+
+def metric_name(stage: str, name: str) -> str:
+    """Evaluation metrics keep their names (``roc_auc``); others are ``<stage>.<name>``."""
+    return _key(name if stage == "evaluate" else f"{stage}.{name}")
+
+
+def after_stage(
+    options: TrackingOptions,
+    context: RunContext,
+    stage: str,
+    plugin: str,
+    status: str,
+    result: Result,
+    duration: float,
+) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    found = _run(options, context)
+    if found is None:
+        return
+    client, run_id = found
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"crispml.stage.{stage}.seconds", float(duration), now, 0)]
+    for name, value in result.metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            metrics.append(Metric(metric_name(stage, name), float(value), now, 0))
+    tags = [
+        RunTag(f"crispml.stage.{stage}.status", status),
+        RunTag(f"crispml.stage.{stage}.plugin", plugin),
+    ]
+    if result.rejection:
+        tags.append(RunTag(f"crispml.stage.{stage}.rejection", _text(scrub(result.rejection), MAX_TAG)))
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    if isinstance(result, Dataset):
+        _log_dataset(client, run_id, result)
+    if options.log_artifacts:
+        folder = context.run_dir / "artifacts" / stage
+        if folder.is_dir() and any(folder.iterdir()):
+            client.log_artifacts(run_id, str(folder), artifact_path=f"stages/{stage}")
+
+
+def _log_dataset(client: Any, run_id: str, dataset: Dataset) -> None:
+    """The dataset as an MLflow input; its digest is crispml's fingerprint (MLflow keeps 36
+    characters of it; the whole one is the input's ``crispml.fingerprint`` tag)."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's hints about integer columns in the schema
+        data = mlflow.data.from_pandas(
+            dataset.frame,
+            source=dataset.source,
+            name=dataset.name,
+            targets=dataset.target,
+            digest=dataset.fingerprint[:36],
+        )
+        entity = data._to_mlflow_entity()
+    tags = [
+        InputTag("mlflow.data.context", "train"),
+        InputTag("crispml.fingerprint", dataset.fingerprint),
+    ]
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
+
+
+def on_stage_error(
+    options: TrackingOptions, context: RunContext, stage: str, plugin: str, error: BaseException
+) -> None:
+    from mlflow.entities import RunTag
+
+    found = _run(options, context)
+    if found is None:
+        return
+    client, run_id = found
+    message = _text(scrub(f"{type(error).__name__}: {error}"), MAX_TAG)
+    client.log_batch(
+        run_id,
+        tags=[
+            RunTag(f"crispml.stage.{stage}.status", "failed"),
+            RunTag(f"crispml.stage.{stage}.plugin", plugin),
+            RunTag(f"crispml.stage.{stage}.error", message),
+        ],
+    )
+
+
+def after_run(
+    options: TrackingOptions, context: RunContext, status: str, error: BaseException | None
+) -> None:
+    from mlflow.entities import RunTag
+
+    found = _run(options, context)
+    try:
+        if found is None:
+            return
+        client, run_id = found
+        manifest = scrub(context.manifest())
+        tags = [RunTag("crispml.outcome", status)]
+        if manifest.get("rejection"):
+            tags.append(RunTag("crispml.rejection", _text(manifest["rejection"], MAX_TAG)))
+        if manifest.get("error"):
+            tags.append(RunTag("crispml.error", _text(manifest["error"], MAX_TAG)))
+        client.log_batch(run_id, tags=tags)
+        if manifest.get("duration") is not None:
+            client.log_metric(run_id, "crispml.run.seconds", float(manifest["duration"]))
+        if options.log_artifacts:
+            client.log_dict(run_id, manifest, "crispml/manifest.json")
+        # A rejected run did its job (a gate said no): FINISHED, with its outcome as a tag.
+        client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+    finally:
+        for key in [k for k in _CLIENTS if k[0] == context.run_id]:
+            _CLIENTS.pop(key, None)

@@ -1,0 +1,538 @@
+"""The mlflow plugin against real MLflow 3 (no mocks): SQLite, and a real server on PostgreSQL.
+
+Runs go through ``crispml.run`` in this process (MLflow is imported once) except where the
+command line itself is under test (exit codes, one-line errors, concurrency, ``crispml ui``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crispml
+from crispml import Dataset, Declaration, Options, hash_file, hookimpl
+
+CRISPML = str(Path(sys.executable).with_name("crispml"))
+CHURN = Path(__file__).resolve().parents[3] / "examples" / "quickstart" / "data" / "churn.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+REGISTER = {"use": "mlflow", "model_name": "churn", "compare_on": "roc_auc", "min_improvement": 0.0}
+
+
+def cli(project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
+    return subprocess.run(
+        [CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The real ``crispml`` entry point, in this process (MLflow is already imported here)."""
+    from crispml.cli import main as crispml_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        crispml_main(list(args))
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def embedded(project: Path) -> str:
+    return f"sqlite:///{project / '.crispml' / 'mlflow.db'}"
+
+
+def champion(c: Any, name: str = "churn") -> str:
+    return str(c.get_model_version_by_alias(name, "champion").version)
+
+
+# -- the plugin loads without its backend --------------------------------------------------
+
+
+def test_loading_plugins_imports_no_mlflow() -> None:
+    code = (
+        "import sys, crispml\n"
+        "infos = crispml.get_plugins().describe()\n"
+        "assert 'mlflow' in [i.name for i in infos], [i.name for i in infos]\n"
+        "assert 'crispml_mlflow' in sys.modules\n"
+        "assert 'mlflow' not in sys.modules, 'mlflow imported by plugin loading'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_public_redact_is_the_function() -> None:
+    from crispml import flatten, redact
+
+    assert callable(redact) and callable(flatten)
+    assert redact({"db_password": "x", "n": 1}) == {"db_password": "***", "n": 1}
+
+
+# -- tracking --------------------------------------------------------------------------------
+
+
+def test_run_is_tracked_in_the_embedded_store(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
+    recipe = write_recipe(tracking=["mlflow"])
+    result = crispml.run(recipe)
+    assert result.status == "succeeded", result.error
+
+    links = result.manifest["links"]
+    c = client(embedded(mlflow_project))
+    run = c.get_run(links["mlflow_run_id"])
+    exp = c.get_experiment(run.info.experiment_id)
+    assert exp.name == "quickstart-churn"
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == result.run_id
+    tags = run.data.tags
+    assert tags["crispml.run_id"] == result.run_id
+    assert tags["crispml.recipe_hash"] == result.manifest["recipe_hash"]
+    assert tags["crispml.outcome"] == "succeeded"
+    assert tags["crispml.stage.train.status"] == "succeeded"
+    assert tags["crispml.stage.evaluate.plugin"] == "sklearn"
+    params = run.data.params
+    assert params["train.params.C"] == "1.0"
+    assert params["split.seed"] == "42"
+    metrics = run.data.metrics
+    assert metrics["roc_auc"] == pytest.approx(result["evaluation"].metrics["roc_auc"])
+    assert metrics["crispml.stage.train.seconds"] >= 0
+    # The dataset, its digest being crispml's fingerprint.
+    (inp,) = run.inputs.dataset_inputs
+    fingerprint = hash_file(CHURN)
+    assert inp.dataset.digest == fingerprint[:36]
+    assert {t.key: t.value for t in inp.tags}["crispml.fingerprint"] == fingerprint
+    # Manifest and stage artifacts, under the project's .crispml/.
+    names = {a.path for a in c.list_artifacts(run.info.run_id, "stages/evaluate")}
+    assert "stages/evaluate/roc_curve.png" in names
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(mlflow_project / ".crispml")
+    manifest = json.loads((artifacts / "crispml" / "manifest.json").read_text())
+    assert manifest["run_id"] == result.run_id and manifest["links"]["mlflow_run_id"] == run.info.run_id
+    assert not (mlflow_project / "mlruns").exists()
+
+
+class SecretLoad:
+    """A load step whose options include secrets (names with password / token / key)."""
+
+    class LoadOptions(Options):
+        path: str
+        db_password: str
+        api_token: str
+        options: dict[str, str] = {}
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"load": self.LoadOptions})
+
+    @hookimpl
+    def crispml_load(self, options: Any) -> Dataset:
+        import pandas as pd
+
+        frame = pd.read_csv(options.path)
+        return Dataset(frame=frame, target="churned", name="churn", source=options.path,
+                       fingerprint=hash_file(Path(options.path)))
+
+
+def test_secrets_never_reach_mlflow(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
+    load = {"use": "secret_load", "path": str(CHURN), "db_password": "hunter2-pw",
+            "api_token": "tok-S3CR3T", "options": {"aws_secret_access_key": "AKIA-S3CR3T"}}
+    recipe = write_recipe(
+        load=load, tracking={"mlflow": {"tags": {"team": "risk"}}}, register=REGISTER,
+    )
+    result = crispml.run(recipe, extra_plugins={"secret_load": SecretLoad()})
+    assert result.status == "succeeded", result.error
+    run = client(embedded(mlflow_project)).get_run(result.manifest["links"]["mlflow_run_id"])
+    assert run.data.params["load.db_password"] == "***"
+    assert run.data.params["load.api_token"] == "***"
+    assert run.data.params["load.options.aws_secret_access_key"] == "***"
+    assert run.data.tags["team"] == "risk"
+    # Nowhere in MLflow's database or artifacts, in any form.
+    for path in (mlflow_project / ".crispml").rglob("*"):
+        if path.is_file() and "runs" not in path.relative_to(mlflow_project / ".crispml").parts:
+            data = path.read_bytes()
+            for secret in (b"hunter2-pw", b"tok-S3CR3T", b"AKIA-S3CR3T"):
+                assert secret not in data, f"{secret!r} leaked into {path}"
+
+
+class BrokenTrain:
+    """A train step that fails while it runs."""
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"train": Options})
+
+    @hookimpl
+    def crispml_train(self) -> None:
+        raise RuntimeError("the GPU caught fire")
+
+
+def test_rejected_and_failed_runs_are_recorded_with_their_outcome(
+    mlflow_project: Path, write_recipe: Callable[..., Path]
+) -> None:
+    c = client(embedded(mlflow_project))
+    rejected = crispml.run(write_recipe(tracking=["mlflow"]), overrides=["evaluate.gate.roc_auc=>= 0.999"])
+    assert rejected.status == "rejected"
+    run = c.get_run(rejected.manifest["links"]["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["crispml.outcome"] == "rejected"
+    assert "roc_auc" in run.data.tags["crispml.rejection"]
+    assert run.data.tags["crispml.stage.evaluate.status"] == "rejected"
+
+    failed = crispml.run(
+        write_recipe(tracking=["mlflow"], train={"use": "broken_train"}),
+        extra_plugins={"broken_train": BrokenTrain()},
+    )
+    assert failed.status == "failed"
+    run = c.get_run(failed.manifest["links"]["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["crispml.outcome"] == "failed"
+    assert run.data.tags["crispml.stage.train.status"] == "failed"
+    assert "RuntimeError: the GPU caught fire" in run.data.tags["crispml.stage.train.error"]
+    assert "the GPU caught fire" in run.data.tags["crispml.error"]
+
+
+# -- register: the champion/challenger gate --------------------------------------------------
+
+
+def test_register_champion_challenger_gate_and_audit(
+    mlflow_project: Path, write_recipe: Callable[..., Path]
+) -> None:
+    c = client(embedded(mlflow_project))
+    recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
+
+    first = crispml.run(recipe)
+    assert first.status == "succeeded", first.error
+    mv = first["model_version"]
+    assert (mv.version, mv.promoted) == ("1", True)
+    assert champion(c) == "1"
+    v1 = c.get_model_version("churn", "1")
+    assert v1.run_id == first.manifest["links"]["mlflow_run_id"]  # logged into the tracked run
+    assert v1.tags["crispml.run_id"] == first.run_id
+    assert v1.tags["crispml.promotion_reason"].startswith("first model")
+    assert float(v1.tags["crispml.metric.roc_auc"]) == pytest.approx(first["evaluation"].metrics["roc_auc"])
+    assert v1.tags["crispml.data_fingerprint"] == hash_file(CHURN)
+    # Signature and input example were logged with the model.
+    from mlflow.models import get_model_info
+
+    info = get_model_info("models:/churn/1")
+    assert info.signature is not None and info.saved_input_example_info is not None
+
+    worse = crispml.run(recipe, overrides=["train.params.C=0.001"])
+    assert worse.status == "rejected"
+    assert "does not beat champion version 1" in worse.manifest["rejection"]
+    assert champion(c) == "1"  # champion did not move
+    assert str(c.get_model_version_by_alias("churn", "challenger").version) == "2"
+    assert c.get_model_version("churn", "2").tags["crispml.decision"].startswith("kept:")
+    mlrun = c.get_run(worse.manifest["links"]["mlflow_run_id"])
+    assert mlrun.data.tags["crispml.outcome"] == "rejected"
+
+    # A better model, but the required improvement is larger than its gain: rejected.
+    strict = crispml.run(
+        recipe, overrides=["train.params.C=0.2", "register.min_improvement=0.5"]
+    )
+    assert strict.status == "rejected" and champion(c) == "1"
+
+    # A better model (more features used well: a forest on the same data) moves champion.
+    better = crispml.run(
+        recipe,
+        overrides=[
+            "train.estimator=sklearn.ensemble.GradientBoostingClassifier",
+            "train.params={random_state: 0}",
+        ],
+    )
+    v1_auc = float(v1.tags["crispml.metric.roc_auc"])
+    if better["evaluation"].metrics["roc_auc"] > v1_auc:
+        assert better.status == "succeeded" and better["model_version"].promoted
+        assert champion(c) == better["model_version"].version
+        old = c.get_model_version("churn", "1")
+        assert old.tags["crispml.replaced_by"] == better["model_version"].version
+        assert "crispml.champion_until" in old.tags
+    else:  # the data decides; then the gate must have said no
+        assert better.status == "rejected" and champion(c) == "1"
+
+    # Loading the champion the way serving will.
+    model = crispml.load_model("churn@champion")
+    import pandas as pd
+
+    frame = pd.read_csv(CHURN).drop(columns=["churned"]).head(10)
+    assert len(model.predict(frame)) == 10
+    assert len(crispml.load_model("churn/2").predict(frame)) == 10
+    with pytest.raises(crispml.UsageError, match="no alias 'nope'"):
+        crispml.load_model("churn@nope")
+    with pytest.raises(crispml.UsageError, match="no installed plugin knows"):
+        crispml.load_model("unknown_model@champion")
+
+
+def test_cli_models_promote_rollback(
+    mlflow_project: Path, write_recipe: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = client(embedded(mlflow_project))
+    recipe = write_recipe(register=REGISTER)  # registering without tracking works too
+    first = crispml.run(recipe)
+    assert first.status == "succeeded", first.error
+    assert crispml.run(recipe, overrides=["train.params.C=0.001"]).status == "rejected"
+
+    code, out, err = main(capsys, "models", "--json")
+    assert code == 0, err
+    (model,) = json.loads(out)
+    assert model["name"] == "churn" and model["aliases"] == {"challenger": "2", "champion": "1"}
+    assert [v["version"] for v in model["versions"]] == ["1", "2"]
+    assert "roc_auc" in model["versions"][0]["metrics"]
+    assert model["versions"][0]["aliases"] == ["champion"]
+    code, out, _ = main(capsys, "models")
+    assert code == 0 and "champion" in out and "roc_auc=" in out
+
+    # Bad input: one line, exit 2, nothing changed.
+    for args, message in [
+        (("promote", "churn", "7"), "has no version 7 (versions: 1, 2)"),
+        (("promote", "nope", "1"), "no registered model named 'nope'"),
+        (("promote", "churn", "1"), "already the champion"),
+        (("rollback", "churn"), "no previous champion"),
+    ]:
+        code, _, err = main(capsys, *args)
+        assert code == 2, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert champion(c) == "1"
+        assert len(c.search_model_versions("name='churn'")) == 2
+
+    code, _, err = main(capsys, "promote", "churn", "2", "--reason", "A/B test won")
+    assert code == 0, err
+    assert champion(c) == "2"
+    v2 = c.get_model_version("churn", "2")
+    assert v2.tags["crispml.promotion_reason"] == "manual promotion: A/B test won"
+    assert "@" in v2.tags["crispml.promoted_by"]
+
+    code, out, err = main(capsys, "rollback", "churn")
+    assert code == 0, err
+    assert "from version 2 to version 1" in out
+    assert champion(c) == "1"
+    assert c.get_model_version("churn", "1").tags["crispml.promotion_reason"] == "rollback from version 2"
+    code, _, err = main(capsys, "rollback", "churn")
+    assert code == 2 and "no previous champion" in err
+    assert champion(c) == "1"
+
+
+def test_cli_errors_are_one_line_in_a_real_process(mlflow_project: Path) -> None:
+    done = cli(mlflow_project, "promote", "churn", "1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "crispml: error: no registered model named 'churn' (see: crispml models)"
+
+
+@pytest.mark.parametrize(
+    ("register", "evaluate_metrics", "message"),
+    [
+        ({"model_name": "churn/model"}, None, "register.model_name: invalid model name 'churn/model'"),
+        ({"model_name": "bad name"}, None, "invalid model name 'bad name'"),
+        ({"model_name": "churn", "compare_on": "precision"}, None,
+         "register.compare_on: metric 'precision' is not computed by the evaluate step"),
+        ({"model_name": "churn", "compare_on": "roc_auc"}, "no-evaluate",
+         "compare_on 'roc_auc' needs an evaluate step"),
+    ],
+)
+def test_bad_register_options_are_recipe_errors(
+    project: Path, write_recipe: Callable[..., Path], register: dict[str, Any],
+    evaluate_metrics: str | None, message: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    changes: dict[str, Any] = {"register": {"use": "mlflow", **register}, "tracking": ["mlflow"]}
+    if evaluate_metrics == "no-evaluate":
+        changes["evaluate"] = None
+    recipe = write_recipe(**changes)
+    code, _, err = main(capsys, "run", str(recipe))
+    assert code == 2, err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (project / ".crispml").exists()  # nothing ran, nothing was created
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (a hung tracking server)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+def test_unreachable_tracking_server_fails_fast_and_is_recorded(
+    project: Path, write_recipe: Callable[..., Path], silent_server: str
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"
+    for uri, options in [(refused, {}), (silent_server, {"timeout": 2, "max_retries": 0})]:
+        recipe = write_recipe(tracking={"mlflow": {"tracking_uri": uri, **options}}, register=REGISTER)
+        t0 = time.monotonic()
+        result = crispml.run(recipe)
+        elapsed = time.monotonic() - t0
+        assert result.status == "failed"
+        assert elapsed < 20, f"took {elapsed:.1f}s against {uri}"
+        stored = crispml.RunStore(project).read_manifest(result.run_id)
+        assert stored["status"] == "failed"
+        assert f"tracking server at {uri} did not answer" in stored["error"]
+        assert {s["status"] for s in stored["stages"]} == {"skipped"}
+
+
+def test_unreachable_registry_registers_nothing(
+    mlflow_project: Path, write_recipe: Callable[..., Path], silent_server: str
+) -> None:
+    register = {**REGISTER, "tracking_uri": silent_server, "timeout": 2, "max_retries": 0}
+    result = crispml.run(write_recipe(tracking=["mlflow"], register=register))
+    assert result.status == "failed"
+    assert result.manifest["stages"][-1]["status"] == "failed"
+    assert "did not answer" in result.manifest["error"]
+    c = client(embedded(mlflow_project))
+    assert c.search_registered_models() == []
+    run = c.get_run(result.manifest["links"]["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["crispml.stage.register.status"] == "failed"
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+def test_two_runs_registering_at_once(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
+    recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
+    # Two processes of one recipe, one model better than the other, started together.
+    procs = [
+        subprocess.Popen(
+            [CRISPML, "run", str(recipe), "--no-cache", "--set", f"train.params.C={c}"],
+            cwd=mlflow_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for c in (0.001, 1.0)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert all(code in (0, 3) for code in codes), outs
+    c = client(embedded(mlflow_project))
+    versions = c.search_model_versions("name='churn'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    auc = {str(v.version): float(v.tags["crispml.metric.roc_auc"]) for v in versions}
+    assert champion(c) == max(auc, key=auc.__getitem__)
+    runs = crispml.RunStore(mlflow_project).list_runs()
+    assert sorted(r["status"] for r in runs) == ["rejected", "succeeded"] or all(
+        r["status"] == "succeeded" for r in runs
+    )
+
+
+# -- the quickstart through the CLI: nothing in $HOME, nothing in the cwd ------------------------
+
+
+def test_cli_run_keeps_state_in_the_project(
+    mlflow_project: Path, write_recipe: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    home = tmp_path_factory.mktemp("home")
+    recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
+    done = cli(mlflow_project, "run", str(recipe), env={"HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+    leaked = [p for p in home.rglob("*") if "mlflow" in str(p).lower()]
+    assert leaked == []
+    assert sorted(p.name for p in mlflow_project.iterdir()) == [".crispml", "recipe.yaml"]
+
+
+# -- production: a real mlflow server on PostgreSQL -------------------------------------------
+
+
+@pytest.mark.services
+def test_tracking_and_registry_on_an_mlflow_server(
+    project: Path, write_recipe: Callable[..., Path], mlflow_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    register = {**REGISTER, "model_name": "churn_server"}
+    recipe = write_recipe(tracking={"mlflow": {"tracking_uri": mlflow_server}}, register=register)
+    first = crispml.run(recipe)
+    assert first.status == "succeeded", first.error
+    worse = crispml.run(recipe, overrides=["train.params.C=0.001"])
+    assert worse.status == "rejected"
+    c = client(mlflow_server)
+    assert champion(c, "churn_server") == "1"
+    run = c.get_run(first.manifest["links"]["mlflow_run_id"])
+    assert run.data.tags["crispml.outcome"] == "succeeded"
+    assert first.manifest["links"]["mlflow_run_url"].startswith(mlflow_server)
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.digest == hash_file(CHURN)[:36]  # fits PostgreSQL's 36-character column
+    assert "crispml/manifest.json" in {a.path for a in c.list_artifacts(run.info.run_id, "crispml")}
+    assert not (project / ".crispml" / "mlflow.db").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    import pandas as pd
+
+    model = crispml.load_model("churn_server@champion")
+    assert len(model.predict(pd.read_csv(CHURN).drop(columns=["churned"]).head(3))) == 3
+    listed = cli(project, "models", "--json", "--tracking-uri", mlflow_server)
+    assert listed.returncode == 0, listed.stderr
+    names = {m["name"]: m for m in json.loads(listed.stdout)}
+    assert names["churn_server"]["aliases"] == {"challenger": "2", "champion": "1"}
+
+
+# -- crispml ui ------------------------------------------------------------------------------
+
+
+def test_ui_serves_the_embedded_store_on_localhost(mlflow_project: Path) -> None:
+    port = free_port()
+    log = mlflow_project / "ui.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [CRISPML, "ui", "--port", str(port)], cwd=mlflow_project, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "crispml ui did not answer within 90 s"
+                time.sleep(0.5)
+        listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+        lines = [line for line in listening.splitlines() if f":{port} " in line]
+        assert lines and all("127.0.0.1:" in line for line in lines), lines
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
