@@ -15,7 +15,7 @@ BASE = "name: t\nload: {use: files, path: churn.csv, target: churned}\n"
 CASES = {
     "unknown plugin": (
         BASE + "train: {use: skleran}\n",
-        "r.yaml:3: train.use: no plugin named 'skleran' is installed; did you mean 'sklearn'? installed: files",
+        "r.yaml:3: train.use: no plugin named 'skleran' is installed; did you mean 'sklearn'? installed: ",
     ),
     "plugin lacks the stage": (
         BASE + "train: {use: files}\n",
@@ -106,3 +106,11 @@ def test_unknown_run_id(command: str, project: Path, crispml_cli) -> None:  # ty
     assert proc.returncode == EXIT_USAGE
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "run '20990101-000000-abcdef' not found" in lines[0]
+
+
+def test_an_unknown_plugin_error_lists_the_installed_ones(project: Path, crispml_cli, churn_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    shutil.copy(churn_csv, project / "churn.csv")
+    (project / "r.yaml").write_text(BASE + "train: {use: nothing_like_it}\n")
+    line = crispml_cli("check", "r.yaml").stderr.strip()
+    installed = line.split("installed: ")[1].split(", ")
+    assert {"files", "sklearn", "local"} <= set(installed)
