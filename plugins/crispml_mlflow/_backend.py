@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib
 import logging
 import os
 import threading
@@ -147,12 +148,15 @@ def _init_sqlite(uri: str, project_dir: Path) -> None:
     assert db is not None
     db.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(db.with_name(db.name + ".lock")), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
-        mlflow()
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        # Whoever created the store did so under this lock: once it exists, it is complete
+        # (MlflowClient still checks its schema version when it opens it).
+        if not (db.exists() and db.stat().st_size > 0):
+            warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+            mlflow()
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        store = SqlAlchemyStore(uri, artifact_root(uri, project_dir))
-        store.engine.dispose()
+            store = SqlAlchemyStore(uri, artifact_root(uri, project_dir))
+            store.engine.dispose()
     _INITIALISED.add(uri)
 
 
@@ -162,6 +166,10 @@ def client(uri: str, project_dir: Path, *, timeout: int = 10, max_retries: int =
     set_http_limits(timeout, max_retries)
     if sqlite_path(uri) is not None:
         _init_sqlite(uri, project_dir)
+        with warnings.catch_warnings():
+            # SQLAlchemy 2.1 deprecates a loader option MLflow's store uses, at import.
+            warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+            importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
