@@ -1,0 +1,168 @@
+"""The ``bentoml`` plugin: serve registered MLflow model versions with BentoML, behind a smoke gate.
+
+    deploy: {use: bentoml, name: churn, port: 3000}        # after register: {use: mlflow, ...}
+
+    crispml deploy churn@champion            crispml deployments [--json]
+    crispml deploy --rollback churn          crispml undeploy churn
+    crispml predictions churn --tail 20      crispml build churn
+
+A deployment is a stable reverse proxy on the public port (127.0.0.1:3000) in front of one
+``bentoml serve`` process per release on a private port. A new release takes over only after it
+answers ``/readyz`` and predicts the version's logged input example exactly as the registered
+model does; the old one serves until then, and stops once drained. Every request is logged
+(JSONL, rotated by size) under ``.crispml/deployments/<name>/``. BentoML's state lives in
+``.crispml/bentoml``; telemetry is off. See ``docs/plugins/bentoml.md``.
+
+This module only declares: BentoML and MLflow are imported by submodules and by the processes
+the plugin starts, never when crispml loads its plugins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from crispml import (
+    Backend,
+    Declaration,
+    Deployment,
+    ModelVersion,
+    Options,
+    RunContext,
+    TrainedModel,
+    UsageError,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    import click
+
+__version__ = "0.1.0"
+
+
+class DeployOptions(Options):
+    """``deploy: {use: bentoml, ...}``."""
+
+    name: str | None = None
+    """The deployment's name (default: the registered model's name, lowercased)."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """The public port (default: the deployment's current port, else 3000)."""
+    host: str = "127.0.0.1"
+    """The interface to listen on. Loopback by default; the built bento is the way out."""
+    alias: str | None = "champion"
+    """With a register step: deploy this alias of the registered model (so a challenger that
+    was not promoted is not deployed). ``null``: deploy the version the run registered."""
+    model: str | None = None
+    """Without a register step: the version to deploy, ``name@alias`` or ``name/version``."""
+    tracking_uri: str | None = None
+    """The MLflow registry (default: ``$MLFLOW_TRACKING_URI``, else ``.crispml/mlflow.db``)."""
+    ready_timeout: float = Field(120.0, gt=0, le=3600)
+    """Seconds the new server may take to answer ``/readyz``."""
+    drain_timeout: float = Field(30.0, ge=0, le=3600)
+    """Seconds to wait for the old server's requests in flight before stopping it."""
+    workers: int = Field(1, ge=1, le=64)
+    """BentoML worker processes."""
+    max_body_mb: float = Field(4.0, gt=0, le=1024)
+    """Larger request bodies get HTTP 413 at the proxy."""
+    max_records: int = Field(10_000, ge=1)
+    """Most records one request may carry (more: HTTP 400)."""
+    prediction_log_mb: float = Field(10.0, gt=0)
+    """The prediction log rotates past this size…"""
+    prediction_log_backups: int = Field(5, ge=1, le=100)
+    """…keeping this many older files."""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str | None) -> str | None:
+        if name is not None:
+            from crispml_bentoml._state import check_name
+
+            try:
+                check_name(name)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return name
+
+    @model_validator(mode="after")
+    def _model_or_register(self, info: ValidationInfo) -> DeployOptions:
+        if not self.host.strip():
+            raise ValueError("host is empty")
+        steps = (info.context or {}).get("steps")
+        if self.model is None and steps is not None and steps.get("register") is None:
+            raise ValueError("without a register step, name the version to deploy: model: churn@champion")
+        return self
+
+
+@hookimpl
+def crispml_declare() -> Declaration:
+    return Declaration(
+        stages={"deploy": DeployOptions},
+        backends=(Backend("bentoml", "bentoml", extra="bentoml"), Backend("mlflow", "mlflow", extra="mlflow")),
+        description="Serve registered MLflow models with BentoML: smoke gate, no-downtime switch, prediction log.",
+    )
+
+
+def settings_from(options: DeployOptions, name: str) -> Any:
+    from crispml_bentoml._deploy import Settings
+
+    return Settings(
+        name=name,
+        port=options.port,
+        host=options.host,
+        tracking_uri=options.tracking_uri,
+        ready_timeout=options.ready_timeout,
+        drain_timeout=options.drain_timeout,
+        workers=options.workers,
+        max_body_bytes=int(options.max_body_mb * 1024 * 1024),
+        max_records=options.max_records,
+        log_max_bytes=int(options.prediction_log_mb * 1_000_000),
+        log_backups=options.prediction_log_backups,
+    )
+
+
+@hookimpl
+def crispml_deploy(
+    options: DeployOptions,
+    model_version: ModelVersion | None,
+    model: TrainedModel | None,
+    context: RunContext,
+) -> Deployment:
+    from crispml_bentoml._deploy import deploy
+
+    if model_version is not None:
+        reference = (
+            f"{model_version.name}@{options.alias}"
+            if options.alias
+            else f"{model_version.name}/{model_version.version}"
+        )
+        default_name = model_version.name
+    elif options.model is not None:
+        reference = options.model
+        default_name = reference.removeprefix("models:/").split("@")[0].split("/")[0]
+    else:
+        raise UsageError("deploy (bentoml): no registered model version to deploy: add a register step, or set model:")
+    name = options.name or default_name.lower().replace(".", "-")
+    settings = settings_from(options, name)
+    if settings.tracking_uri is None:
+        settings.tracking_uri = getattr(context.trackers.get("mlflow"), "tracking_uri", None)
+    outcome = deploy(context.project_dir, settings, reference)
+    record = outcome.record or {}
+    context.links["bentoml_deployment"] = name
+    metrics = dict(outcome.timings)
+    metrics["switched"] = 1.0 if outcome.changed and outcome.rejection is None else 0.0
+    return Deployment(
+        name=name,
+        url=str(record.get("url", "")),
+        model_uri=outcome.model["uri"],
+        pid=(record.get("proxy") or {}).get("pid"),
+        metrics=metrics,
+        rejection=outcome.rejection,
+    )
+
+
+@hookimpl
+def crispml_register_commands(cli: click.Group) -> None:
+    from crispml_bentoml._cli import add_commands
+
+    add_commands(cli)

@@ -1,0 +1,184 @@
+"""The stable front of a deployment: ``python -m crispml_bentoml._proxy STATE_DIR HOST PORT``.
+
+A small HTTP reverse proxy (uvicorn + httpx, both already installed with BentoML) that owns the
+deployment's public port for its whole life and forwards each request to the backend named in
+``STATE_DIR/upstream.json`` — a ``bentoml serve`` process on a private port. A switch to a new
+model version is an atomic rewrite of that file, done only after the new backend passed the
+smoke gate; the proxy re-reads it (by mtime) on each request, so:
+
+* the public port never closes: no client ever sees a refused connection;
+* requests already in flight finish on the old backend, new ones go to the new one;
+* ``GET /-/crispml/proxy`` reports the current upstream and the requests in flight per backend,
+  which is how crispml knows the old backend is drained before it stops it.
+
+Bodies larger than ``max_body_bytes`` get 413 here, before a backend reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+}
+STATUS_PATH = "/-/crispml/proxy"
+
+
+class Upstream:
+    """The backend ``upstream.json`` names, re-read whenever the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mtime: int | None = None
+        self.value: dict[str, Any] = {}
+
+    def current(self) -> dict[str, Any]:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return self.value
+        if mtime != self.mtime:
+            try:
+                self.value = json.loads(self.path.read_text())
+                self.mtime = mtime
+            except (OSError, ValueError):
+                pass  # mid-replace on an odd filesystem: keep the last good value
+        return self.value
+
+
+class Proxy:
+    def __init__(self, state_dir: Path, max_body_bytes: int) -> None:
+        self.upstream = Upstream(state_dir / "upstream.json")
+        self.max_body = max_body_bytes
+        self.inflight: Counter[int] = Counter()
+        self.client: httpx.AsyncClient | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["path"] == STATUS_PATH and scope["method"] == "GET":
+            up = self.upstream.current()
+            await _reply(
+                send,
+                200,
+                {"upstream": up, "inflight": {str(k): v for k, v in self.inflight.items()}, "pid": os.getpid()},
+            )
+            return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        declared = next((v for k, v in headers if k.lower() == "content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await _reply(
+                send, 413, {"error": f"request body too large: {declared} bytes (limit {self.max_body} bytes)"}
+            )
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await _reply(send, 413, {"error": f"request body too large (limit {self.max_body} bytes)"})
+                return
+            if not message.get("more_body", False):
+                break
+        # Choose the backend and count the request against it with no await in between: the
+        # status endpoint never reports a drained backend that is about to receive a request.
+        up = self.upstream.current()
+        port = up.get("port")
+        if not port:
+            await _reply(send, 503, {"error": "no backend is serving this deployment"})
+            return
+        self.inflight[port] += 1
+        try:
+            assert self.client is not None
+            query = scope.get("query_string", b"").decode("latin-1")
+            url = f"http://127.0.0.1:{port}{scope['path']}" + (f"?{query}" if query else "")
+            forward = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+            client = scope.get("client")
+            if client:
+                forward.append(("x-forwarded-for", str(client[0])))
+            try:
+                response = await self.client.request(scope["method"], url, headers=forward, content=bytes(body))
+            except httpx.TransportError as exc:
+                await _reply(send, 502, {"error": f"the backend on port {port} did not answer: {exc!r}"})
+                return
+        finally:
+            self.inflight[port] -= 1
+            if self.inflight[port] <= 0:
+                del self.inflight[port]
+        out = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"
+        ]
+        content = response.content
+        out.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.client = httpx.AsyncClient(
+                    timeout=httpx.Timeout(120.0, connect=5.0),
+                    limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                    trust_env=False,  # never route loopback traffic through a configured proxy
+                )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.client is not None:
+                    await self.client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _reply(send: Any, status: int, value: dict[str, Any]) -> None:
+    body = json.dumps(value).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def main(argv: list[str]) -> None:
+    import uvicorn
+
+    state_dir, host, port = Path(argv[0]), argv[1], int(argv[2])
+    max_body = int(argv[3]) if len(argv) > 3 else 4 * 1024 * 1024
+    app = Proxy(state_dir, max_body)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=30
+    )
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve())
+    sys.exit(0 if server.started else 3)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

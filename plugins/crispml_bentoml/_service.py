@@ -1,0 +1,185 @@
+"""The BentoML service that serves one registered MLflow model version.
+
+crispml copies this file, unchanged, as ``service.py`` into a release folder beside a
+``spec.json`` it writes (model tag, lineage, the input schema read from the model's MLflow
+signature), then runs ``bentoml serve service:Predictor`` there. It imports BentoML, MLflow,
+pandas and pydantic, never crispml: a bento built from the same folder (``crispml build``) runs
+where crispml is not installed.
+
+Request:   ``POST /predict  {"records": [{"tenure_months": 3, "contract": "month-to-month", ...}]}``
+Response:  ``{"predictions": [...], "probabilities": [{"0": 0.8, "1": 0.2}, ...], "model": {...}}``
+           and the header ``x-crispml-model: <name>/<version>``.
+
+A record with a missing field, a field of the wrong JSON type, or a field the model does not know
+is rejected with HTTP 400 and pydantic's message, before the model sees it. Every answered
+request is appended (inputs, outputs, model version, time) to a JSONL prediction log rotated by
+size, unless it carries the ``x-crispml-smoke`` header (crispml's own smoke test).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+HERE = Path(__file__).resolve().parent
+SPEC: dict[str, Any] = json.loads((HERE / "spec.json").read_text())
+MODEL: dict[str, Any] = SPEC["model"]
+SMOKE_HEADER = "x-crispml-smoke"
+
+# MLflow column types → JSON types a record's field must have (strict: "3" is not a number).
+_TYPES: dict[str, Any] = {
+    "long": int,
+    "integer": int,
+    "double": float,
+    "float": float,
+    "string": str,
+    "boolean": bool,
+    "datetime": str,
+}
+
+
+def _record_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for i, column in enumerate(SPEC["columns"]):
+        kind = _TYPES.get(column["type"], Any)
+        if column.get("required", True):
+            fields[f"f{i}"] = (kind, Field(alias=column["name"]))
+        else:
+            fields[f"f{i}"] = (kind | None, Field(None, alias=column["name"]))
+    config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+    return create_model("Record", __config__=config, **fields)
+
+
+Record = _record_model()
+COLUMNS = [c["name"] for c in SPEC["columns"]]
+MAX_RECORDS = int(SPEC.get("max_records", 10_000))
+
+
+class PredictRequest(BaseModel):
+    """``{"records": [...]}``: one or more rows, each with exactly the model's input columns."""
+
+    model_config = ConfigDict(extra="forbid")
+    records: Annotated[list[Record], Field(min_length=1, max_length=MAX_RECORDS)]  # type: ignore[valid-type]
+
+
+class _PredictionLog:
+    """Append-only JSONL, rotated when it would grow past ``max_bytes`` (``log``, ``log.1`` …).
+
+    Writers (BentoML workers) serialise on an ``flock`` so that rotation and appends never interleave.
+    """
+
+    def __init__(self, path: str | None, max_bytes: int, backups: int) -> None:
+        self.path = Path(path) if path else None
+        self.max_bytes = max_bytes
+        self.backups = max(backups, 1)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode()
+        with open(str(self.path) + ".lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                size = self.path.stat().st_size if self.path.exists() else 0
+                if size and size + len(line) > self.max_bytes:
+                    for i in range(self.backups - 1, 0, -1):
+                        older = Path(f"{self.path}.{i}")
+                        if older.exists():
+                            os.replace(older, f"{self.path}.{i + 1}")
+                    os.replace(self.path, f"{self.path}.1")
+                with open(self.path, "ab") as fh:
+                    fh.write(line)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _log_settings() -> tuple[str | None, int, int]:
+    settings = SPEC.get("prediction_log") or {}
+    path = os.environ.get("CRISPML_PREDICTION_LOG", settings.get("path")) or None
+    return path, int(settings.get("max_bytes", 10_000_000)), int(settings.get("backups", 5))
+
+
+def _jsonable(values: Any) -> list[Any]:
+    out = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [v.item() if hasattr(v, "item") else v for v in out]
+
+
+@bentoml.service(name=SPEC["service_name"], workers=int(SPEC.get("workers", 1)), traffic={"timeout": 60})
+class Predictor:
+    model_ref = bentoml.models.BentoModel(SPEC["bento_tag"])
+
+    def __init__(self) -> None:
+        import mlflow.pyfunc
+
+        path = str(self.model_ref.path_of("mlflow_model"))
+        self.native: Any = None
+        if SPEC.get("flavor") == "sklearn":
+            import mlflow.sklearn
+
+            self.native = mlflow.sklearn.load_model(path)
+        self.pyfunc = None if self.native is not None else mlflow.pyfunc.load_model(path)
+        self.classes: list[Any] | None = None
+        if self.native is not None and SPEC.get("classifier") and hasattr(self.native, "predict_proba"):
+            self.classes = _jsonable(self.native.classes_)
+        self.dtypes = {c["name"]: c["dtype"] for c in SPEC["columns"] if c.get("dtype")}
+        self.log = _PredictionLog(*_log_settings())
+        self.lineage = {
+            k: MODEL.get(k) for k in ("name", "version", "uri", "run_id", "crispml_run_id", "data_fingerprint")
+        }
+        self.label = f"{MODEL['name']}/{MODEL['version']}"
+
+    def _frame(self, rows: list[dict[str, Any]]) -> Any:
+        import pandas as pd
+
+        frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
+        for name, dtype in self.dtypes.items():
+            if frame[name].notna().all():
+                frame[name] = frame[name].astype(dtype)
+        return frame
+
+    @bentoml.api(route="/predict", input_spec=PredictRequest)
+    def predict(self, records: list[Any], ctx: bentoml.Context) -> dict[str, Any]:
+        rows = [r.model_dump(by_alias=True) for r in records]
+        frame = self._frame(rows)
+        try:
+            if self.native is not None:
+                predictions = _jsonable(self.native.predict(frame))
+                probabilities = None
+                if self.classes is not None:
+                    proba = self.native.predict_proba(frame)
+                    keys = [str(c) for c in self.classes]
+                    probabilities = [dict(zip(keys, map(float, row), strict=True)) for row in proba]
+            else:
+                assert self.pyfunc is not None
+                predictions = _jsonable(self.pyfunc.predict(frame))
+                probabilities = None
+        except (ValueError, TypeError, KeyError) as exc:
+            # The record had the right shape but values the model cannot use: the caller's to fix.
+            raise bentoml.exceptions.InvalidArgument(f"the model cannot predict these records: {exc}") from None
+        out: dict[str, Any] = {"predictions": predictions}
+        if probabilities is not None:
+            out["probabilities"] = probabilities
+        out["model"] = self.lineage
+        ctx.response.headers["x-crispml-model"] = self.label
+        if SMOKE_HEADER not in ctx.request.headers:
+            self.log.append(
+                {
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "ts": time.time(),
+                    "deployment": SPEC["deployment"],
+                    "model": self.label,
+                    "inputs": rows,
+                    "outputs": {k: v for k, v in out.items() if k != "model"},
+                }
+            )
+        return out

@@ -1,0 +1,610 @@
+"""The bentoml plugin against real ``bentoml serve`` processes and real HTTP on 127.0.0.1.
+
+The tests share one deployment (``served``) and run in file order: deploy (by recipe) → bad
+input → redeploy under load → a refused version → rollback → faults → build → undeploy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from crispml import hash_file
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[3]
+CHURN = REPO / "examples" / "quickstart" / "data" / "churn.csv"
+CRISPML = str(Path(sys.executable).with_name("crispml"))
+
+os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def recipe(name: str, *, C: float, register: dict[str, Any], deploy: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "split": {"test_size": 0.25, "seed": 42, "stratify": "churned"},
+        "load": {"use": "files", "path": str(CHURN), "target": "churned"},
+        "train": {
+            "use": "sklearn",
+            "estimator": "sklearn.linear_model.LogisticRegression",
+            "params": {"C": C, "max_iter": 500},
+        },
+        "evaluate": {"use": "sklearn", "metrics": ["accuracy", "roc_auc"], "plots": False},
+        "register": register,
+    }
+    if deploy is not None:
+        out["deploy"] = deploy
+    return out
+
+
+@dataclass
+class Served:
+    project: Path
+    port: int
+    url: str
+    run_id: str
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(self.project)}
+        return subprocess.run(
+            [CRISPML, *args], cwd=self.project, capture_output=True, text=True, timeout=timeout, env=env
+        )
+
+
+def _our_processes(marker: str) -> list[int]:
+    """Process groups whose leader (or any member) has ``marker`` in its command line."""
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            # BentoML's workers name no folder on their command line but work in the release's.
+            if marker in cmdline or os.readlink(entry / "cwd").startswith(marker):
+                groups.add(os.getpgid(int(entry.name)))
+        except (OSError, ProcessLookupError):
+            continue
+    groups.discard(os.getpgid(0))
+    return sorted(groups)
+
+
+def stop_everything_under(folder: Path) -> None:
+    groups = _our_processes(str(folder))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _our_processes(str(folder)):
+            time.sleep(0.1)
+        groups = _our_processes(str(folder))
+        if not groups:
+            return
+
+
+COIN_MODEL = '''
+import mlflow
+import numpy as np
+
+
+class Coin(mlflow.pyfunc.PythonModel):
+    """Predicts a coin flip: two calls never agree, so no smoke test can pass."""
+
+    def predict(self, context, model_input, params=None):
+        return np.random.default_rng().integers(0, 2, len(model_input))
+
+
+mlflow.models.set_model(Coin())
+'''
+
+REGISTER_COIN = """
+import sys, warnings
+import mlflow, pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+warnings.simplefilter("ignore")
+uri, code, data, artifacts = sys.argv[1:5]
+mlflow.set_tracking_uri(uri)
+mlflow.set_registry_uri(uri)
+client = MlflowClient(uri, uri)
+exp = client.get_experiment_by_name("coin") or None
+exp_id = exp.experiment_id if exp else client.create_experiment("coin", artifact_location=artifacts)
+frame = pd.read_csv(data).drop(columns=["churned"]).head(5)
+with mlflow.start_run(experiment_id=exp_id):
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=code, input_example=frame,
+        signature=infer_signature(frame, [0, 1, 0, 1, 0]), pip_requirements=["mlflow"],
+    )
+mv = client.create_model_version("churn", info.model_uri, run_id=info.run_id, model_id=info.model_id)
+print(mv.version)
+"""
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    project = tmp_path_factory.mktemp("bentoml-project")
+    (project / ".crispml").mkdir()
+    port = free_port()
+    deploy = {"use": "bentoml", "name": "churn", "port": port, "prediction_log_mb": 0.02, "prediction_log_backups": 3}
+    first = recipe(
+        "churn-serve", C=1.0, register={"use": "mlflow", "model_name": "churn", "compare_on": "roc_auc"}, deploy=deploy
+    )
+    second = recipe("churn-challenger", C=0.001, register={"use": "mlflow", "model_name": "churn"})
+    (project / "recipe.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
+    (project / "challenger.yaml").write_text(yaml.safe_dump(second, sort_keys=False))
+    try:
+        served = Served(project=project, port=port, url=f"http://127.0.0.1:{port}", run_id="")
+        done = served.cli("run", "recipe.yaml")
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs = sorted((project / ".crispml" / "runs").iterdir())
+        served.run_id = runs[-1].name
+        done = served.cli("run", "challenger.yaml")
+        assert done.returncode == 0, done.stdout + done.stderr
+        (project / "coin.py").write_text(COIN_MODEL)
+        uri = f"sqlite:///{project / '.crispml' / 'mlflow.db'}"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                REGISTER_COIN,
+                uri,
+                str(project / "coin.py"),
+                str(CHURN),
+                str(project / ".crispml" / "mlartifacts"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=project,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().splitlines()[-1] == "3", done.stdout
+        yield served
+    finally:
+        stop_everything_under(project)
+
+
+ROW = {
+    "tenure_months": 3,
+    "contract": "month-to-month",
+    "internet": "fiber",
+    "payment_method": "check",
+    "monthly_charges": 95.5,
+    "total_charges": 286.5,
+    "support_calls": 4,
+}
+
+
+def request(
+    url: str,
+    method: str = "POST",
+    path: str = "/predict",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], Any]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers={"content-type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = raw.decode(errors="replace")
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
+    finally:
+        conn.close()
+
+
+def predict(url: str, *rows: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+    return request(url, body=json.dumps({"records": list(rows or [ROW])}).encode())
+
+
+def record(served: Served, name: str = "churn") -> dict[str, Any]:
+    return json.loads((served.project / ".crispml" / "deployments" / name / "deployment.json").read_text())
+
+
+def listing(served: Served) -> list[dict[str, Any]]:
+    done = served.cli("deployments", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def processes_working_in(folder: Path) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "cwd") == str(folder):
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def processes_naming(marker: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+# -- the plugin loads without its backend --------------------------------------------------------
+
+
+def test_loading_plugins_imports_no_bentoml() -> None:
+    code = (
+        "import sys, crispml\n"
+        "from crispml.cli import cli\n"
+        "infos = crispml.get_plugins().describe()\n"
+        "assert 'bentoml' in [i.name for i in infos]\n"
+        "cli._add_plugin_commands()\n"
+        "assert {'deploy', 'deployments', 'undeploy', 'predictions', 'build'} <= set(cli.commands)\n"
+        "bad = [m for m in ('bentoml', 'mlflow', 'httpx', 'uvicorn', 'pandas') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_recipe_without_register_needs_a_model(tmp_path: Path) -> None:
+    import crispml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "load": {"use": "files", "path": str(CHURN), "target": "churned"},
+                "deploy": {"use": "bentoml", "name": "churn"},
+            }
+        )
+    )
+    with pytest.raises(crispml.RecipeError, match="model: churn@champion"):
+        crispml.check(recipe)
+
+
+# -- deploy through the recipe ------------------------------------------------------------------
+
+
+def test_recipe_deploys_the_champion_with_lineage(served: Served) -> None:
+    rec = record(served)
+    assert rec["model"]["version"] == "1" and rec["port"] == served.port
+    status, headers, body = predict(served.url, ROW, {**ROW, "tenure_months": 70, "contract": "two-year"})
+    assert status == 200, body
+    assert headers["x-crispml-model"] == "churn/1"
+    assert len(body["predictions"]) == 2 and set(body["predictions"]) <= {0, 1}
+    assert all(abs(sum(p.values()) - 1) < 1e-9 and set(p) == {"0", "1"} for p in body["probabilities"])
+    # Lineage: response → model version → its MLflow run → the crispml run → the data fingerprint.
+    model = body["model"]
+    assert model["version"] == "1" and model["uri"] == "models:/churn/1"
+    assert model["crispml_run_id"] == served.run_id
+    assert model["data_fingerprint"] == hash_file(CHURN)
+    manifest = json.loads((served.project / ".crispml" / "runs" / served.run_id / "manifest.json").read_text())
+    deploy = next(s for s in manifest["stages"] if s["name"] == "deploy")
+    assert deploy["status"] == "succeeded" and deploy["summary"]["model_uri"] == "models:/churn/1"
+    assert model["run_id"] == manifest["links"]["mlflow_register_run_id"]
+    assert hash_file(CHURN) in json.dumps(manifest["data"])
+    # The store lives in the project; nothing in the home directory.
+    assert any((served.project / ".crispml" / "bentoml" / "models" / "churn").iterdir())
+    (row,) = listing(served)
+    assert row["status"] == "up" and row["model"] == "churn/1" and row["url"] == served.url
+    assert row["pid"] == rec["proxy"]["pid"] and row["since"]
+
+
+def test_same_version_again_changes_nothing(served: Served) -> None:
+    before = record(served)
+    done = served.cli("deploy", "churn@champion")
+    assert done.returncode == 0, done.stderr
+    assert "already serving churn/1" in done.stdout
+    assert record(served)["backend"]["pid"] == before["backend"]["pid"]
+
+
+# -- bad input: 4xx with a message, never 5xx, the server stays up --------------------------------
+
+BAD = {
+    "missing field": json.dumps({"records": [{k: v for k, v in ROW.items() if k != "contract"}]}).encode(),
+    "wrong type": json.dumps({"records": [{**ROW, "tenure_months": "three"}]}).encode(),
+    "string for a number": json.dumps({"records": [{**ROW, "monthly_charges": "95.5"}]}).encode(),
+    "extra field": json.dumps({"records": [{**ROW, "favourite_colour": "blue"}]}).encode(),
+    "extra top-level field": json.dumps({"records": [ROW], "debug": True}).encode(),
+    "no records": json.dumps({"records": []}).encode(),
+    "records not a list": json.dumps({"records": ROW}).encode(),
+    "a bare list": json.dumps([ROW]).encode(),
+    "empty body": b"",
+    "malformed json": b'{"records": [{"tenure_months": 3,',
+    "not json at all": b"tenure_months=3",
+    "null": b"null",
+    "10 MB body": b'{"records": [' + b" " * (10 * 1024 * 1024) + b"]}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_a_4xx_with_a_message(served: Served, case: str) -> None:
+    status, _, body = request(served.url, body=BAD[case])
+    assert 400 <= status < 500, (status, body)
+    assert isinstance(body, dict) and body.get("error"), body
+    status, _, _ = predict(served.url)
+    assert status == 200
+
+
+def test_server_survived_the_bad_input(served: Served) -> None:
+    rec = record(served)
+    assert alive(rec["backend"]["pid"]) and alive(rec["proxy"]["pid"])
+    assert listing(served)[0]["status"] == "up"
+
+
+# -- redeploy under load: no refused connection, no error ----------------------------------------
+
+
+class Load(threading.Thread):
+    """Requests back to back, half on one keep-alive connection, half on new connections."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.versions: list[str] = []
+        self.count = 0
+
+    def run(self) -> None:
+        host, port = self.url.removeprefix("http://").split(":")
+        keep = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = json.dumps({"records": [ROW]}).encode()
+        while not self.stop.is_set():
+            try:
+                status, headers, payload = predict(self.url)
+                self._check(status, headers.get("x-crispml-model"), payload)
+                keep.request("POST", "/predict", body=body, headers={"content-type": "application/json"})
+                resp = keep.getresponse()
+                raw = resp.read()
+                self._check(resp.status, resp.getheader("x-crispml-model"), raw)
+            except Exception as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                keep.close()
+                keep = http.client.HTTPConnection(host, int(port), timeout=30)
+        keep.close()
+
+    def _check(self, status: int, version: str | None, payload: Any) -> None:
+        self.count += 1
+        if status != 200:
+            self.errors.append(f"HTTP {status}: {str(payload)[:200]}")
+        elif version and (not self.versions or self.versions[-1] != version):
+            self.versions.append(version)
+
+
+def test_redeploy_under_load_has_no_downtime(served: Served) -> None:
+    before = record(served)
+    load = Load(served.url)
+    load.start()
+    try:
+        time.sleep(0.5)
+        done = served.cli("deploy", "churn/2", "--name", "churn")
+        time.sleep(0.5)
+    finally:
+        load.stop.set()
+        load.join(timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "serving churn/2" in done.stdout
+    assert load.errors == [], load.errors[:5]
+    assert load.count > 20
+    assert load.versions == ["churn/1", "churn/2"], load.versions
+    after = record(served)
+    assert after["proxy"]["pid"] == before["proxy"]["pid"], "the public port's process must not change"
+    assert after["backend"]["pid"] != before["backend"]["pid"]
+    time.sleep(0.5)
+    assert not alive(before["backend"]["pid"]), "the old server must be stopped once drained"
+    assert processes_working_in(Path(before["backend"]["release"])) == [], "and its workers"
+    assert [h["model"]["version"] for h in after["history"]] == ["1"]
+    assert predict(served.url)[1]["x-crispml-model"] == "churn/2"
+
+
+def test_prediction_log_has_every_request_and_rotates(served: Served) -> None:
+    done = served.cli("predictions", "churn", "--tail", "3")
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(entries) == 3
+    for entry in entries:
+        assert entry["model"] == "churn/2" and entry["deployment"] == "churn"
+        assert entry["inputs"] == [ROW]
+        assert entry["outputs"]["predictions"] in ([0], [1]) and entry["time"]
+    folder = served.project / ".crispml" / "deployments" / "churn"
+    files = sorted(folder.glob("predictions.jsonl*"))
+    names = {f.name for f in files if not f.name.endswith(".lock")}
+    assert {"predictions.jsonl", "predictions.jsonl.1", "predictions.jsonl.3"} <= names, names
+    assert "predictions.jsonl.4" not in names
+    for f in files:
+        assert f.stat().st_size <= 20_000 + 2_000
+    # The smoke tests' own requests are not production data.
+    assert all(json.loads(line)["inputs"] != [] for line in (folder / "predictions.jsonl").read_text().splitlines())
+
+
+# -- the smoke gate ------------------------------------------------------------------------------
+
+
+def test_smoke_gate_refuses_a_model_that_predicts_differently(served: Served) -> None:
+    before = record(served)
+    done = served.cli("deploy", "churn/3", "--name", "churn")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "smoke test" in done.stderr and "churn/3" in done.stderr
+    assert "still serving churn/2" in done.stderr
+    after = record(served)
+    assert after["backend"]["pid"] == before["backend"]["pid"] and after["model"]["version"] == "2"
+    assert after["last_rejected"]["model"]["version"] == "3"
+    status, headers, _ = predict(served.url)
+    assert status == 200 and headers["x-crispml-model"] == "churn/2"
+    rejected = Path(after["last_rejected"]["release"])
+    assert processes_naming(str(rejected)) == [], "the refused server must be stopped"
+    assert processes_working_in(rejected) == [], "and its workers"
+
+
+def test_stage_rejection_ends_the_run_rejected(served: Served) -> None:
+    recipe = {
+        "name": "deploy-coin",
+        "load": {"use": "files", "path": str(CHURN), "target": "churned"},
+        "deploy": {"use": "bentoml", "name": "churn", "model": "churn/3"},
+    }
+    (served.project / "coin.yaml").write_text(yaml.safe_dump(recipe))
+    done = served.cli("run", "coin.yaml")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert record(served)["model"]["version"] == "2"
+    assert predict(served.url)[1]["x-crispml-model"] == "churn/2"
+
+
+# -- rollback ------------------------------------------------------------------------------------
+
+
+def test_rollback_brings_the_previous_version_back(served: Served) -> None:
+    done = served.cli("deploy", "--rollback", "churn")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "serving churn/1" in done.stdout
+    status, headers, _ = predict(served.url)
+    assert status == 200 and headers["x-crispml-model"] == "churn/1"
+    assert record(served)["history"] == []
+    done = served.cli("deploy", "--rollback", "churn")
+    assert done.returncode == 2 and "no previous version" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+# -- faults: clear errors before anything switches ------------------------------------------------
+
+
+def test_port_in_use_is_a_clear_error_before_anything_starts(served: Served) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        done = served.cli("deploy", "churn/1", "--name", "other", "--port", str(port))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"port {port}" in done.stderr and "in use" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (served.project / ".crispml" / "deployments" / "other" / "deployment.json").exists()
+    assert not (served.project / ".crispml" / "deployments" / "other" / "releases").exists()
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("churn/99", "has no version 99"),
+        ("churn@nobody", "has no alias 'nobody'"),
+        ("nosuchmodel@champion", "no registered model named 'nosuchmodel'"),
+        ("not a reference", "not a model reference"),
+    ],
+)
+def test_unknown_model_version_is_a_clear_error(served: Served, reference: str, message: str) -> None:
+    before = record(served)
+    done = served.cli("deploy", reference, "--name", "churn")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert record(served) == before
+
+
+def test_moving_a_live_deployment_to_another_port_is_refused(served: Served) -> None:
+    done = served.cli("deploy", "churn/2", "--name", "churn", "--port", str(free_port()))
+    assert done.returncode == 2 and "undeploy it first" in done.stderr
+
+
+def test_a_dead_server_shows_down_and_a_deploy_recovers(served: Served) -> None:
+    rec = record(served)
+    crashed = [rec["backend"]["pid"], *processes_working_in(Path(rec["backend"]["release"]))]
+    for pid in crashed:  # the server and its workers die at once, as in a crash
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in crashed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (row,) = listing(served)
+    assert row["status"] == "down"
+    done = served.cli("deployments")
+    assert "down" in done.stdout
+    status, _, body = predict(served.url)
+    assert status == 502 and "did not answer" in body["error"]
+    done = served.cli("deploy", "churn@champion")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert listing(served)[0]["status"] == "up"
+    assert predict(served.url)[0] == 200
+
+
+# -- build and undeploy --------------------------------------------------------------------------
+
+
+def test_build_makes_a_bento_with_model_and_pinned_requirements(served: Served) -> None:
+    done = served.cli("build", "churn", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tag = record(served)["bento"]["tag"]
+    assert tag in done.stdout
+    name, version = tag.split(":")
+    bento = served.project / ".crispml" / "bentoml" / "bentos" / name / version
+    assert (bento / "bento.yaml").is_file()
+    manifest = (bento / "bento.yaml").read_text()
+    assert "churn" in manifest and "models" in manifest
+    requirements = next(bento.rglob("requirements.txt")).read_text().split()
+    assert any(r.startswith("bentoml==") for r in requirements)
+    assert any(r.startswith("scikit-learn==") for r in requirements)
+    assert all("==" in r for r in requirements if not r.startswith("-"))
+    assert record(served)["model"]["bento_tag"] in manifest, "the bento names the served model"
+    # The exported archive carries the model itself.
+    archive = Path(record(served)["bento"]["archive"])
+    assert archive.is_file() and str(archive) in done.stdout
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("mlflow_model/MLmodel") for n in names), names[:20]
+    assert any(n.endswith("mlflow_model/model.pkl") for n in names)
+
+
+def test_undeploy_stops_everything(served: Served) -> None:
+    rec = record(served)
+    done = served.cli("undeploy", "churn")
+    assert done.returncode == 0, done.stderr
+    assert not alive(rec["proxy"]["pid"]) and not alive(rec["backend"]["pid"])
+    assert processes_working_in(Path(rec["backend"]["release"])) == []
+    assert listing(served) == []
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", served.port))
+    done = served.cli("undeploy", "churn")
+    assert done.returncode == 2 and "no deployment named 'churn'" in done.stderr
+    done = served.cli("predictions", "churn", "--tail", "1")
+    assert done.returncode == 0 and json.loads(done.stdout)["model"]
