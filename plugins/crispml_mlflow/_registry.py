@@ -32,6 +32,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY = "crispml.champion_history"
 METRIC_TAG = "crispml.metric."
+MODEL_TAG = "crispml.model_fingerprint"
 _REF = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
 
 
@@ -79,6 +80,12 @@ def register(
     run_id = context.links.get("mlflow_run_id") if tracker is not None else None
     if run_id and context.links.get("mlflow_tracking_uri") != _backend.safe_uri(uri):
         run_id = None
+    # The same trained model (same train-stage fingerprint: data, options, code) registered
+    # before is not registered again: re-running an unchanged recipe is not a new challenger.
+    fingerprint = _model_fingerprint(context)
+    existing = _registered_as(client, options.model_name, fingerprint)
+    if existing is not None:
+        return existing
     own_run = run_id is None
     if own_run:
         exp = _tracking.experiment_id(client, context.recipe.name, uri, context.project_dir)
@@ -98,6 +105,38 @@ def register(
     if own_run:
         client.set_terminated(run_id, "FINISHED")
     return version
+
+
+def _model_fingerprint(context: RunContext) -> str | None:
+    for stage in context.manifest().get("stages", []):
+        if stage.get("name") == "train" and stage.get("fingerprint"):
+            return str(stage["fingerprint"])
+    return None
+
+
+def _registered_as(client: Any, name: str, fingerprint: str | None) -> ModelVersion | None:
+    """The version already registered for this exact trained model, if any."""
+    if fingerprint is None:
+        return None
+    try:
+        model = client.get_registered_model(name)
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
+    for mv in client.search_model_versions(f"name='{name}'"):
+        if (mv.tags or {}).get(MODEL_TAG) == fingerprint:
+            aliases = sorted(a for a, v in (model.aliases or {}).items() if str(v) == str(mv.version))
+            return ModelVersion(
+                name=name,
+                version=str(mv.version),
+                uri=f"models:/{name}/{mv.version}",
+                aliases=aliases,
+                run_id=mv.run_id,
+                promoted=False,
+                metrics={},
+            )
+    return None
 
 
 def requirements(model: TrainedModel, options: RegisterOptions) -> list[str]:
@@ -264,6 +303,9 @@ def _register_and_decide(
         "crispml.git_commit": str(git),
         "crispml.mlflow_run_id": run_id,
     }
+    fingerprint = _model_fingerprint(context)
+    if fingerprint:
+        tags[MODEL_TAG] = fingerprint
     for key, val in (evaluation.metrics if evaluation else {}).items():
         tags[METRIC_TAG + key] = repr(float(val))
 

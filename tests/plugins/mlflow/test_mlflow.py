@@ -239,6 +239,11 @@ def test_register_champion_challenger_gate_and_audit(
     info = get_model_info("models:/churn/1")
     assert info.signature is not None and info.saved_input_example_info is not None
 
+    # The same trained model again (unchanged recipe, data and code): no new version.
+    again = crispml.run(recipe)
+    assert again.status == "succeeded" and again["model_version"].version == "1"
+    assert len(c.search_model_versions("name='churn'")) == 1
+
     worse = crispml.run(recipe, overrides=["train.params.C=0.001"])
     assert worse.status == "rejected"
     assert "does not beat champion version 1" in worse.manifest["rejection"]
