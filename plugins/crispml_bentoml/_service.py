@@ -153,10 +153,15 @@ class Predictor:
         frame = self._frame(rows)
         try:
             if self.native is not None:
-                predictions = _jsonable(self.native.predict(frame))
+                # A pipeline's transforms run once for both predict and predict_proba (what
+                # Pipeline.predict does, without paying for the preprocessing twice).
+                final, features = self.native, frame
+                if self.classes is not None and len(getattr(self.native, "steps", ())) > 1:
+                    final, features = self.native[-1], self.native[:-1].transform(frame)
+                predictions = _jsonable(final.predict(features))
                 probabilities = None
                 if self.classes is not None:
-                    proba = self.native.predict_proba(frame)
+                    proba = final.predict_proba(features)
                     keys = [str(c) for c in self.classes]
                     probabilities = [dict(zip(keys, map(float, row), strict=True)) for row in proba]
             else:
