@@ -281,7 +281,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(mlflow_proc.pid, signal.SIGTERM)
                 mlflow_proc.wait(timeout=30)
-            subprocess.run([CRISPML, "undeploy", "churn"], cwd=project, env=env, capture_output=True)
+            done = subprocess.run([CRISPML, "undeploy", "churn"], cwd=project, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"undeploy failed: {done.stderr.strip()}", file=sys.stderr)
     return results
 
 
