@@ -21,9 +21,14 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The quickstart end to end: validate, train, evaluate, register, deploy (recipe, then the same
+# through the Python API), one prediction from the served champion; then the server is stopped
+# (`crispml deploy churn@champion` serves it again).
 demo: install
 	cd examples/quickstart && ../../$(BIN)/crispml run recipe.yaml
 	cd examples/quickstart && ../../$(BIN)/python run.py
+	cd examples/quickstart && ../../$(BIN)/python predict.py
+	cd examples/quickstart && ../../$(BIN)/crispml undeploy churn
 
 test: install
 	$(BIN)/python -m pytest

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,51 +17,81 @@ REPO = Path(__file__).resolve().parents[2]
 CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
-def quickstart(tmp_path: Path) -> Path:
+def quickstart(tmp_path: Path) -> Iterator[Path]:
+    """A copy of the quickstart; whatever it deploys is undeployed afterwards."""
     target = tmp_path / "quickstart"
     shutil.copytree(REPO / "examples" / "quickstart", target, ignore=shutil.ignore_patterns(".crispml"))
-    return target
+    yield target
+    _cli(target, "undeploy", "churn")
+
+
+def _env(cwd: Path) -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(cwd)}
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CRISPML, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(cwd)},
-    )
+    return subprocess.run([CRISPML, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=_env(cwd))
 
 
 def test_quickstart_recipe_from_the_command_line(quickstart: Path) -> None:
-    first = _cli(quickstart, "run", "recipe.yaml")
+    port = f"deploy.port={_free_port()}"
+    first = _cli(quickstart, "run", "recipe.yaml", "--set", port)
     assert first.returncode == 0, first.stderr
     assert "run succeeded" in first.stderr
     runs = json.loads(_cli(quickstart, "runs", "--json").stdout)
     assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    assert set(runs[0]["stages"]) == {"load", "validate", "train", "evaluate", "register", "deploy"}
     manifest = json.loads(_cli(quickstart, "show", runs[0]["run_id"], "--json").stdout)
     evaluate = next(s for s in manifest["stages"] if s["name"] == "evaluate")
     assert evaluate["summary"]["metrics"]["roc_auc"] >= 0.75
     assert "roc_auc >= 0.75" in evaluate["gates"]
     assert "evaluate" in _cli(quickstart, "show", runs[0]["run_id"]).stdout
 
-    second = _cli(quickstart, "run", "recipe.yaml")
-    assert second.returncode == 0
+    # The served champion answers, and names the run and data it came from.
+    predicted = subprocess.run(
+        [sys.executable, "predict.py"],
+        cwd=quickstart,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(quickstart),
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert "served by churn/1" in predicted.stdout and runs[0]["run_id"] in predicted.stdout
+
+    second = _cli(quickstart, "run", "recipe.yaml", "--set", port)
+    assert second.returncode == 0, second.stderr
     statuses = json.loads(_cli(quickstart, "runs", "--json").stdout)[0]["stages"]
-    assert set(statuses.values()) <= {"cached", "succeeded"}
     assert statuses["train"] == "cached" and statuses["evaluate"] == "cached"
 
-    rejected = _cli(quickstart, "run", "recipe.yaml", "--set", "evaluate.gate.roc_auc=>= 0.999")
+    rejected = _cli(quickstart, "run", "recipe.yaml", "--set", port, "--set", "evaluate.gate.roc_auc=>= 0.999")
     assert rejected.returncode == 3, rejected.stderr
     assert "run rejected" in rejected.stderr and "roc_auc" in rejected.stderr
+    statuses = json.loads(_cli(quickstart, "runs", "--json").stdout)[0]["stages"]
+    assert statuses["register"] == statuses["deploy"] == "skipped"
+    deployments = json.loads(_cli(quickstart, "deployments", "--json").stdout)
+    assert [(d["name"], d["model"], d["status"]) for d in deployments] == [("churn", "churn/1", "up")]
 
 
 def test_quickstart_python_api(quickstart: Path) -> None:
-    proc = subprocess.run([sys.executable, "run.py"], cwd=quickstart, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "run.py", "--set", f"deploy.port={_free_port()}"],
+        cwd=quickstart,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(quickstart),
+    )
     assert proc.returncode == 0, proc.stderr
     assert ": succeeded" in proc.stdout and "roc_auc=" in proc.stdout
+    assert "deploy    succeeded" in proc.stdout
     assert (quickstart / ".crispml" / "runs").is_dir()
 
 
