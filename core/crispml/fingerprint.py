@@ -45,24 +45,31 @@ def hash_json(value: Any) -> str:
     return hash_bytes(text.encode())
 
 
+_SOURCE_HASHES: dict[tuple[Any, ...], str] = {}
+
+
 def module_source_hash(module: ModuleType) -> str:
-    """Hash of a module's source: for a package, of every ``.py`` file under it."""
+    """Hash of a module's source: for a package, of every ``.py`` file under it.
+
+    Remembered per process while no file's size or modification time changes.
+    """
     file = getattr(module, "__file__", None)
     if not file:
         return "builtin"
     path = Path(file)
     if path.name == "__init__.py":
-        files = sorted(path.parent.rglob("*.py"))
+        files = sorted(f for f in path.parent.rglob("*.py") if "__pycache__" not in f.parts)
         root = path.parent
     else:
         files, root = [path], path.parent
-    digest = hashlib.sha256()
-    for f in files:
-        if "__pycache__" in f.parts:
-            continue
-        digest.update(str(f.relative_to(root)).encode())
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
+    stats = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
+    if stats not in _SOURCE_HASHES:
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(str(f.relative_to(root)).encode())
+            digest.update(f.read_bytes())
+        _SOURCE_HASHES[stats] = digest.hexdigest()
+    return _SOURCE_HASHES[stats]
 
 
 def _is_project_file(path: Path, roots: Iterable[Path]) -> bool:

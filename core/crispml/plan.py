@@ -177,13 +177,14 @@ class RunPlan:
                 loaded = set(sys.modules)
                 result = self._call(step, inputs)
                 status = "succeeded"
+                result_file = self.store.save_result(self.context.run_id, name, result)
                 if spec.cacheable and step.cache:
                     code = code_dependencies(
                         module_of(self.plugins.get(step.plugin)),
                         {self.context.project_dir, self.resolved.recipe_dir},
                         set(sys.modules) - loaded,
                     )
-                    self.store.cache_put(key, result, code, self.store.artifact_dir(self.context.run_id, name))
+                    self.store.cache_put(key, result_file, code, self.store.artifact_dir(self.context.run_id, name))
                 else:
                     # Not stored under its key, so this result is this run's own: downstream
                     # stages must not match results computed from another run's.
@@ -195,7 +196,6 @@ class RunPlan:
                 status = "rejected"
                 self.rejection = f"{name}: " + "; ".join(reasons)
             self._accept(name, result, key)
-            self.store.save_result(self.context.run_id, name, result)
             duration = time.perf_counter() - t0
             record.update(
                 status=status,
@@ -276,12 +276,13 @@ class RunPlan:
         hit = self.store.cache_get(key)
         if hit is None:
             return None, ""
-        result, code, artifacts = hit
+        result, code, entry = hit
         if not unchanged(code):
             return None, ""
-        if artifacts.is_dir():
+        if (entry / "artifacts").is_dir():
             target = self.context.artifact_dir(step.stage)
-            shutil.copytree(artifacts, target, dirs_exist_ok=True)
+            shutil.copytree(entry / "artifacts", target, dirs_exist_ok=True)
+        self.store.link_result(self.context.run_id, step.stage, entry / "result.pkl")
         return result, "cached"
 
     def finish(self) -> str:

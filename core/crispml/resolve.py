@@ -74,20 +74,25 @@ class _Locator:
     """Turns a field path into ``file:line`` using the recipe's YAML, when there is one."""
 
     def __init__(self, recipe: Recipe) -> None:
+        self.source = recipe.source
         self.file = str(recipe.source) if recipe.source else None
-        self.lines: dict[tuple[str | int, ...], int] = {}
-        if recipe.source and recipe.source.is_file():
-            try:
-                self.lines = load_with_lines(recipe.source.read_text())[1]
-            except Exception:
-                self.lines = {}
+
+    def _lines(self) -> dict[tuple[str | int, ...], int]:
+        # Parsed only when there is an error to place: a valid recipe never pays for it.
+        if self.source is None or not self.source.is_file():
+            return {}
+        try:
+            return load_with_lines(self.source.read_text())[1]
+        except Exception:
+            return {}
 
     def error(self, path: tuple[Any, ...], message: str) -> RecipeError:
+        lines = self._lines()
         return RecipeError(
             message,
             field=".".join(str(p) for p in path),
             file=self.file,
-            line=line_of(self.lines, path) if self.lines else None,
+            line=line_of(lines, path) if lines else None,
         )
 
 

@@ -37,6 +37,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _atomic_link(source: Path, target: Path) -> None:
+    """Make ``target`` the same file as ``source`` (a hard link, else a copy), atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, json.dumps(value, indent=2, default=str).encode())
 
@@ -95,8 +110,17 @@ class RunStore:
                 continue
         return out
 
-    def save_result(self, run_id: str, stage: str, result: Any) -> None:
-        atomic_write_bytes(self.run_dir(run_id) / "stages" / f"{stage}.pkl", pickle.dumps(result))
+    def result_path(self, run_id: str, stage: str) -> Path:
+        return self.run_dir(run_id) / "stages" / f"{stage}.pkl"
+
+    def save_result(self, run_id: str, stage: str, result: Any) -> Path:
+        path = self.result_path(run_id, stage)
+        atomic_write_bytes(path, pickle.dumps(result))
+        return path
+
+    def link_result(self, run_id: str, stage: str, source: Path) -> None:
+        """Store a stage's result by linking an existing pickle (a cache entry's): no re-pickling."""
+        _atomic_link(source, self.result_path(run_id, stage))
 
     def load_result(self, run_id: str, stage: str) -> Any | None:
         path = self.run_dir(run_id) / "stages" / f"{stage}.pkl"
@@ -114,7 +138,9 @@ class RunStore:
         return self.cache_dir / key[:2] / key
 
     def cache_get(self, key: str) -> tuple[Any, dict[str, str], Path] | None:
-        """``(result, recorded code hashes, artifact folder)`` stored under ``key``, if any."""
+        """``(result, recorded code hashes, entry folder)`` stored under ``key``, if any.
+
+        The entry folder holds ``result.pkl`` and ``artifacts/``."""
         entry = self._entry(key)
         meta = entry / "meta.json"
         if not meta.is_file():
@@ -125,12 +151,13 @@ class RunStore:
                 result = pickle.load(fh)
         except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError):
             return None
-        return result, deps, entry / "artifacts"
+        return result, deps, entry
 
-    def cache_put(self, key: str, result: Any, code: dict[str, str], artifacts: Path) -> None:
-        """Store a result under ``key``. ``meta.json`` is written last: it marks the entry whole."""
+    def cache_put(self, key: str, result_file: Path, code: dict[str, str], artifacts: Path) -> None:
+        """Store a run's result file under ``key`` (linked, not copied, where the file system allows).
+        ``meta.json`` is written last: it marks the entry whole."""
         entry = self._entry(key)
-        atomic_write_bytes(entry / "result.pkl", pickle.dumps(result))
+        _atomic_link(result_file, entry / "result.pkl")
         target = entry / "artifacts"
         if artifacts.is_dir():
             tmp = entry / f".artifacts.{secrets.token_hex(4)}"
