@@ -78,7 +78,13 @@ def main() -> None:
     )
     plain_warm, crispml_warm = (float(x) for x in warm.stdout.split())
     rows.append(("quickstart, warm process: plain function calls (baseline)", f"{plain_warm:.3f} s", "1.00"))
-    rows.append(("quickstart, warm process: `crispml.run(use_cache=False)`", f"{crispml_warm:.3f} s", f"{crispml_warm / plain_warm:.3f}"))
+    rows.append(
+        (
+            "quickstart, warm process: `crispml.run(use_cache=False)`",
+            f"{crispml_warm:.3f} s",
+            f"{crispml_warm / plain_warm:.3f}",
+        )
+    )
 
     # The same work on 200,000 rows: crispml's cost is a fixed start-up (~0.3 s: click, pydantic,
     # plugin loading, the run store), so its share shrinks as the work grows.
@@ -100,8 +106,13 @@ def main() -> None:
 
     shutil.rmtree(qs / ".crispml", ignore_errors=True)
     t0 = time.perf_counter()
-    subprocess.run([CRISPML, "run", "recipe.yaml"], cwd=qs, capture_output=True, check=True,
-                   env={**os.environ, "CRISPML_PROJECT": str(qs)})
+    subprocess.run(
+        [CRISPML, "run", "recipe.yaml"],
+        cwd=qs,
+        capture_output=True,
+        check=True,
+        env={**os.environ, "CRISPML_PROJECT": str(qs)},
+    )
     first = time.perf_counter() - t0
     cached = wall([CRISPML, "run", "recipe.yaml"], qs, args.repeat)
     rows.append(("quickstart, first `crispml run` (cold cache)", f"{first:.3f} s", "1.00"))

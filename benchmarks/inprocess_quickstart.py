@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import crispml
 from plain_quickstart import main as plain
+
+import crispml
 
 
 def measure(folder: Path, repeat: int) -> tuple[float, float]:

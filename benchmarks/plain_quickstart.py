@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+
 def main(data: Path, out: Path) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.read_csv(data)
@@ -32,10 +33,19 @@ def main(data: Path, out: Path) -> dict[str, float]:
                 "preprocess",
                 ColumnTransformer(
                     [
-                        ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
+                        (
+                            "numeric",
+                            Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                            numeric,
+                        ),
                         (
                             "categorical",
-                            Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("encode", OneHotEncoder(handle_unknown="ignore"))]),
+                            Pipeline(
+                                [
+                                    ("impute", SimpleImputer(strategy="most_frequent")),
+                                    ("encode", OneHotEncoder(handle_unknown="ignore")),
+                                ]
+                            ),
                             categorical,
                         ),
                     ]
