@@ -25,10 +25,8 @@ install: $(STAMP)
 # through the Python API), one prediction from the served champion; then the server is stopped
 # (`crispml deploy churn@champion` serves it again).
 demo: install
-	cd examples/quickstart && ../../$(BIN)/crispml run recipe.yaml
-	cd examples/quickstart && ../../$(BIN)/python run.py
-	cd examples/quickstart && ../../$(BIN)/python predict.py
-	cd examples/quickstart && ../../$(BIN)/crispml undeploy churn
+	cd examples/quickstart && { ../../$(BIN)/crispml run recipe.yaml && ../../$(BIN)/python run.py \
+	  && ../../$(BIN)/python predict.py; status=$$?; ../../$(BIN)/crispml undeploy churn || true; exit $$status; }
 
 test: install
 	$(BIN)/python -m pytest

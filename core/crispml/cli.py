@@ -8,13 +8,14 @@ command asked for is not a core one, or when ``--help`` lists them all.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 import click
 
 from crispml._version import __version__
-from crispml.errors import EXIT_USAGE, CrispmlError
+from crispml.errors import EXIT_FAILED, EXIT_USAGE, CrispmlError
 
 _CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "recipes", "init")
 
@@ -53,8 +54,6 @@ def cli() -> None:
 
 def _console() -> Any:
     """A rich console for tables: the terminal's width, or a wide one when output is piped."""
-    import os
-
     from rich.console import Console
 
     console = Console(highlight=False)
@@ -297,6 +296,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # A backend failing inside a command (a plugin's, typically): one line, exit 1. Runs
+        # never get here (a failing stage is an outcome, recorded in the run store).
+        if os.environ.get("CRISPML_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or "(no message)"
+        click.echo(f"crispml: error: {type(exc).__name__}: {message} (CRISPML_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(EXIT_FAILED)
     sys.exit(0)
 
 

@@ -160,3 +160,31 @@ def test_tracing_prints_hook_calls() -> None:
     )
     assert proc.returncode == 0
     assert "crispml_register_commands" in proc.stderr
+
+
+EXPLODING = """
+import click
+import crispml
+
+@crispml.hookimpl
+def crispml_register_commands(cli):
+    @cli.command()
+    def explode():
+        '''A plugin command whose backend fails.'''
+        raise RuntimeError("backend went away\\nwhile listing")
+"""
+
+
+def test_a_plugin_command_that_fails_prints_one_line_not_a_traceback(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    _fake_distribution(root, "crispml-exploding", {"exploding": "tp_exploding"}, {"tp_exploding": EXPLODING})
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([CRISPML, "explode"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "crispml: error: RuntimeError: backend went away while listing (CRISPML_DEBUG=1 shows the traceback)"
+    ]
+    debug = subprocess.run(
+        [CRISPML, "explode"], capture_output=True, text=True, timeout=60, env={**env, "CRISPML_DEBUG": "1"}
+    )
+    assert "Traceback" in debug.stderr
