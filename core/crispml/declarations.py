@@ -8,6 +8,7 @@ is installed (``importlib.util.find_spec``) without importing it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,12 @@ class Options(BaseModel):
         """
         return []
 
+    def code_references(self) -> list[str]:
+        """Modules this step runs code from that its plugin does not import itself (a user's
+        estimator class named by import path). Their source — and the project modules they
+        import — is part of the step's cache key."""
+        return []
+
     def provided_metrics(self) -> list[str] | None:
         """The metric names this step's result will carry, if known before it runs.
 
@@ -52,6 +59,15 @@ ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path option, resolved against the recipe's directory, that must exist when checked."""
 
 
+@functools.lru_cache(maxsize=256)
+def _distribution_version(distribution: str) -> str | None:
+    """An installed distribution's version (looked up once per process: it scans sys.path)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 @dataclass(frozen=True)
 class Backend:
     """A library a plugin drives, e.g. ``Backend("scikit-learn", "sklearn", extra="sklearn")``."""
@@ -64,10 +80,7 @@ class Backend:
         return importlib.util.find_spec(self.module) is not None
 
     def version(self) -> str | None:
-        try:
-            return metadata.version(self.distribution)
-        except metadata.PackageNotFoundError:
-            return None
+        return _distribution_version(self.distribution)
 
     def install_hint(self) -> str:
         return f"pip install 'crispml[{self.extra}]'" if self.extra else f"pip install {self.distribution}"

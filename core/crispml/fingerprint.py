@@ -86,8 +86,9 @@ def _project_file(module: ModuleType | None, roots: list[Path]) -> Path | None:
     return path if _is_project_file(path, roots) and path.exists() else None
 
 
-def _imported_names(path: Path) -> set[str]:
-    """Module names a source file imports (statically), including the parents of dotted ones."""
+def _imported_names(path: Path, package: str | None = None) -> set[str]:
+    """Module names a source file imports (statically), with ``from x import y`` also as
+    ``x.y`` (y may be a submodule); relative imports are resolved against ``package``."""
     import ast
 
     names: set[str] = set()
@@ -98,9 +99,20 @@ def _imported_names(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                base = node.module or ""
+            elif package:
+                parts = package.split(".")
+                if node.level - 1 > len(parts):
+                    continue
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                continue
+            if base:
+                names.add(base)
+                names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -123,7 +135,7 @@ def code_dependencies(
         if path is None or str(path) in found:
             continue
         found[str(path)] = hash_file(path)
-        queue.extend(sys.modules.get(n) for n in _imported_names(path))
+        queue.extend(sys.modules.get(n) for n in _imported_names(path, getattr(module, "__package__", None)))
     return found
 
 

@@ -90,7 +90,7 @@ class RunPlan:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "recipe": redact(r.recipe.to_dict()),
-            "recipe_file": str(r.recipe.source) if r.recipe.source else None,
+            "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
             "recipe_dir": str(r.recipe_dir),
             "recipe_hash": hash_json(r.recipe.to_dict()),
             "overrides": overrides,
@@ -182,7 +182,7 @@ class RunPlan:
                     code = code_dependencies(
                         module_of(self.plugins.get(step.plugin)),
                         {self.context.project_dir, self.resolved.recipe_dir},
-                        set(sys.modules) - loaded,
+                        (set(sys.modules) - loaded) | set(step.options.code_references()),
                     )
                     self.store.cache_put(key, result_file, code, self.store.artifact_dir(self.context.run_id, name))
                 else:
@@ -260,6 +260,7 @@ class RunPlan:
             "stage": step.stage,
             "plugin": step.plugin,
             "plugin_version": self.plugins.infos[step.plugin].version,
+            "backends": {b.distribution: b.version() for b in self.plugins.declaration(step.plugin).backends},
             "plugin_source": module_source_hash(module) if module else type(plugin).__qualname__,
             "options": step.options.model_dump(mode="json"),
             "inputs": {k: self.fingerprints.get(k) for k in sorted(inputs) if inputs[k] is not None},

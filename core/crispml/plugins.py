@@ -163,6 +163,10 @@ class Plugins:
                 continue
             module = importlib.import_module(dotted)
             self.register(module, dotted, source=source, version=getattr(module, "__version__", None))
+            if not self.infos[dotted].hooks:
+                self.pm.unregister(module)
+                del self.infos[dotted]
+                raise PluginError(f"module '{dotted}' has no crispml hooks (functions marked @crispml.hookimpl)")
             names.append(dotted)
         return names
 

@@ -89,6 +89,7 @@ class Recipe(BaseModel):
     monitor: Step | None = None
 
     _source: Path | None = PrivateAttr(None)
+    _overridden: frozenset[tuple[str, ...]] = PrivateAttr(frozenset())
 
     @field_validator("tracking", mode="before")
     @classmethod
@@ -122,7 +123,10 @@ class Recipe(BaseModel):
     # -- YAML ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if self.split is None:  # "no split" must survive a round trip (the default is a split)
+            data["split"] = None
+        return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -177,12 +181,18 @@ class Recipe(BaseModel):
                 file=where,
                 line=line_of(lines or {}, loc) if where == file else None,
             ) from None
+        recipe._overridden = frozenset(overridden or ())
         return recipe.with_source(Path(file) if file else None)
 
     @property
     def source(self) -> Path | None:
         """The YAML file this recipe came from, if any."""
         return self._source
+
+    @property
+    def overridden(self) -> frozenset[tuple[str, ...]]:
+        """Field paths set by ``--set`` overrides (errors there name ``--set``, not a YAML line)."""
+        return self._overridden
 
     def with_source(self, source: Path | None) -> Recipe:
         """Remember the file this recipe came from (relative paths resolve against its folder)."""

@@ -58,7 +58,9 @@ class Resolved:
 
 @contextmanager
 def on_path(folder: Path) -> Iterator[None]:
-    """Make modules next to the recipe importable (``plugins: [steps]`` finds ``steps.py``)."""
+    """Make modules next to the recipe importable while it is checked and run: ``plugins: [steps]``
+    finds ``steps.py``, ``estimator: mymodels.Mine`` finds ``mymodels.py``, and cached results
+    that pickled their classes load again."""
     entry = str(folder)
     added = entry not in sys.path
     if added:
@@ -76,6 +78,7 @@ class _Locator:
     def __init__(self, recipe: Recipe) -> None:
         self.source = recipe.source
         self.file = str(recipe.source) if recipe.source else None
+        self.overridden = recipe.overridden
 
     def _lines(self) -> dict[tuple[str | int, ...], int]:
         # Parsed only when there is an error to place: a valid recipe never pays for it.
@@ -87,6 +90,9 @@ class _Locator:
             return {}
 
     def error(self, path: tuple[Any, ...], message: str) -> RecipeError:
+        field = tuple(str(p) for p in path)
+        if any(field[: len(o)] == o or o[: len(field)] == field for o in self.overridden):
+            return RecipeError(message, field=".".join(field), file="--set")
         lines = self._lines()
         return RecipeError(
             message,

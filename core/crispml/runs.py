@@ -13,7 +13,7 @@ from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageErro
 from crispml.plan import DONE, RunPlan
 from crispml.plugins import Plugins, get_plugins
 from crispml.recipe import Recipe
-from crispml.resolve import Resolved, resolve
+from crispml.resolve import Resolved, on_path, resolve
 from crispml.results import Result
 from crispml.store import RunStore, find_project, new_run_id
 
@@ -72,7 +72,9 @@ def check(
     extra_plugins: dict[str, object] | None = None,
 ) -> Resolved:
     """Validate a recipe against the installed plugins without running anything."""
-    return resolve(_as_recipe(recipe, overrides), _plugins(plugins, extra_plugins))
+    recipe = _as_recipe(recipe, overrides)
+    with on_path(_recipe_dir(recipe)):
+        return resolve(recipe, _plugins(plugins, extra_plugins))
 
 
 def run(
@@ -94,7 +96,18 @@ def run(
     :param extra_plugins: plugin objects to register for this run, by name.
     """
     recipe = _as_recipe(recipe, overrides)
-    resolved = resolve(recipe, _plugins(plugins, extra_plugins))
+    with on_path(_recipe_dir(recipe)):
+        return _run(recipe, overrides, use_cache, project, _plugins(plugins, extra_plugins))
+
+
+def _recipe_dir(recipe: Recipe) -> Path:
+    return (recipe.source.parent if recipe.source else Path.cwd()).resolve()
+
+
+def _run(
+    recipe: Recipe, overrides: list[str] | None, use_cache: bool, project: str | Path | None, plugins: Plugins
+) -> RunResult:
+    resolved = resolve(recipe, plugins)
     store = RunStore(Path(project).resolve() if project else find_project())
     context = RunContext(
         run_id=new_run_id(),
@@ -130,7 +143,12 @@ def resume(
     recipe = Recipe.from_dict(manifest["recipe"]).with_source(
         Path(manifest["recipe_file"]) if manifest.get("recipe_file") else None
     )
-    resolved = resolve(recipe, _plugins(plugins, extra_plugins))
+    with on_path(Path(manifest["recipe_dir"])):
+        return _resume(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins))
+
+
+def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunStore, plugins: Plugins) -> RunResult:
+    resolved = resolve(recipe, plugins)
     context = RunContext(
         run_id=run_id,
         recipe=recipe,

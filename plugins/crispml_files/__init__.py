@@ -62,6 +62,13 @@ class LoadOptions(Options):
             raise ValueError(f"column '{target}' is not in {path.name} (columns: {', '.join(columns)})")
         return target
 
+    @field_validator("path")
+    @classmethod
+    def _a_file(cls, path: Path) -> Path:
+        if path.is_dir():
+            raise ValueError(f"expected a CSV or Parquet file, got a folder: {path}")
+        return path
+
     def external_inputs(self) -> list[Path]:
         return [self.path]
 

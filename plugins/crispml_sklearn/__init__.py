@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from crispml import (
     Backend,
@@ -54,6 +54,17 @@ class TrainOptions(Options):
         if "estimator" in info.data:  # else the estimator itself was the error
             check_params(info.data["estimator"], params)
         return params
+
+    @model_validator(mode="after")
+    def _load_names_a_target(self, info: ValidationInfo) -> TrainOptions:
+        load = ((info.context or {}).get("steps") or {}).get("load")
+        if load is not None and getattr(load, "target", "unknown") is None:
+            raise ValueError("the load step names no target column to train on (set load.target)")
+        return self
+
+    def code_references(self) -> list[str]:
+        # A user's own estimator class is code this step runs: its module invalidates the cache.
+        return [self.estimator.rpartition(".")[0]]
 
 
 class EvaluateOptions(Options):

@@ -61,6 +61,14 @@ CASES = {
         BASE + "trian: {use: sklearn}\n",
         "r.yaml:3: trian: unknown field",
     ),
+    "data path is a folder": (
+        "name: t\nload: {use: files, path: ., target: churned}\n",
+        "r.yaml:2: load.path: expected a CSV or Parquet file, got a folder",
+    ),
+    "train without a target": (
+        "name: t\nload: {use: files, path: churn.csv}\ntrain: {use: sklearn}\n",
+        "r.yaml:3: train: the load step names no target column to train on (set load.target)",
+    ),
     "stage without the stage it needs": (
         BASE + "evaluate: {use: sklearn}\n",
         "r.yaml:3: evaluate: stage 'evaluate' needs a 'train' step in the recipe",
@@ -114,3 +122,11 @@ def test_an_unknown_plugin_error_lists_the_installed_ones(project: Path, crispml
     line = crispml_cli("check", "r.yaml").stderr.strip()
     installed = line.split("installed: ")[1].split(", ")
     assert {"files", "sklearn", "local"} <= set(installed)
+
+
+def test_an_override_of_a_plugin_option_is_blamed_on_set(project: Path, crispml_cli, churn_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    shutil.copy(churn_csv, project / "churn.csv")
+    (project / "r.yaml").write_text(BASE)
+    proc = crispml_cli("check", "r.yaml", "--set", "load.path=missing.csv")
+    assert proc.returncode == EXIT_USAGE
+    assert proc.stderr.strip().startswith("crispml: error: --set: load.path: file not found:")

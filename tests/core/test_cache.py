@@ -141,3 +141,46 @@ def test_a_changed_user_plugin_module_invalidates_the_cache(project: Path) -> No
     steps.write_text(steps.read_text().replace("value = scale(", "value = 1 + scale("))
     out = _run(project)
     assert "train     steps              succeeded" in out and _value(out) == _value(first) + 1
+
+
+def test_a_changed_helper_behind_a_relative_import_invalidates_the_cache(project: Path) -> None:
+    _user_project(project)
+    pkg = project / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("def scale(value):\n    return value * 2\n")
+    (pkg / "steps.py").write_text(
+        (project / "steps.py").read_text().replace("from helpers import scale", "from .helpers import scale")
+    )
+    (project / "recipe.yaml").write_text(
+        (project / "recipe.yaml").read_text().replace("[steps]", "[pkg.steps]").replace("use: steps", "use: pkg.steps")
+    )
+    first = _run(project)
+    (pkg / "helpers.py").write_text("def scale(value):\n    return value * 5\n")
+    out = _run(project)
+    assert "train     pkg.steps          succeeded" in out
+    assert _value(out) == _value(first) / 2 * 5
+
+
+def test_a_changed_user_estimator_invalidates_train(project: Path, churn_csv: Path) -> None:
+    import shutil
+
+    shutil.copy(churn_csv, project / "churn.csv")
+    (project / "mymodels.py").write_text(
+        "from sklearn.linear_model import LogisticRegression\n\nclass Mine(LogisticRegression):\n    pass\n"
+    )
+    (project / "recipe.yaml").write_text(
+        "name: own\nload: {use: files, path: churn.csv, target: churned}\n"
+        "train: {use: sklearn, estimator: mymodels.Mine, params: {max_iter: 300}}\n"
+        "evaluate: {use: sklearn, metrics: [accuracy], plots: false}\n"
+    )
+    assert "train     sklearn            succeeded" in _run(project)
+    assert "train     sklearn            cached" in _run(project)
+    (project / "mymodels.py").write_text(
+        "from sklearn.linear_model import LogisticRegression\n\n"
+        "class Mine(LogisticRegression):\n"
+        "    def predict(self, X):\n        return super().predict(X) * 0\n"
+    )
+    out = _run(project)
+    assert "train     sklearn            succeeded" in out
+    assert "load      files              cached" in out

@@ -83,8 +83,7 @@ def test_a_broken_plugin_is_reported_by_name_and_the_rest_load(site: Path) -> No
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(site: Path) -> None:
-    proc = _plugins_cmd(site, env_strict := "--json", CRISPML_STRICT_PLUGINS="1")
-    assert env_strict == "--json"
+    proc = _plugins_cmd(site, "--json", CRISPML_STRICT_PLUGINS="1")
     assert proc.returncode != 0
     assert "plugin 'broken' failed to load" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -188,3 +187,31 @@ def test_a_plugin_command_that_fails_prints_one_line_not_a_traceback(tmp_path: P
         [CRISPML, "explode"], capture_output=True, text=True, timeout=60, env={**env, "CRISPML_DEBUG": "1"}
     )
     assert "Traceback" in debug.stderr
+
+
+def test_a_recipe_module_without_hooks_is_a_recipe_error(project: Path) -> None:
+    (project / "r.yaml").write_text("name: r\nplugins: [json]\nload: {use: files, path: d.csv}\n")
+    from crispml import RecipeError, check
+
+    with pytest.raises(RecipeError, match=r"plugins\.0: module 'json' has no crispml hooks"):
+        check(project / "r.yaml")
+
+
+def test_a_step_whose_plugin_lacks_its_backend_names_the_extra(project: Path) -> None:
+    from crispml import Backend, Declaration, Options, Recipe, RecipeError, Step, check
+    from crispml.testing import plugins_with
+
+    class NeedsNothingInstalled:
+        @hookimpl
+        def crispml_declare(self) -> Declaration:
+            return Declaration(
+                stages={"load": Options}, backends=(Backend("crispml-nope", "crispml_nope_mod", "nope"),)
+            )
+
+    recipe = Recipe(name="r", load=Step(use="needy"))
+    with pytest.raises(
+        RecipeError,
+        match=r"load\.use: plugin 'needy' needs crispml-nope, which is not installed: "
+        r"pip install 'crispml\[nope\]'",
+    ):
+        check(recipe, plugins=plugins_with({"needy": NeedsNothingInstalled()}))

@@ -90,3 +90,10 @@ def test_gates_report_each_failure() -> None:
     reasons = check_gates(gates, {"acc": 0.95, "loss": 0.3, "other": 1.0})
     assert reasons == ["loss = 0.3, gate loss < 0.2", "auc was not produced (gate auc >= 0.5)"]
     assert check_gates(gates[:1], {"acc": float("nan")}) == ["acc = nan, gate acc >= 0.9"]
+
+
+def test_no_split_survives_a_round_trip() -> None:
+    recipe = Recipe(name="r", split=None, load=Step(use="files"))
+    again = Recipe.from_yaml_text(recipe.to_yaml())
+    assert again.split is None and again == recipe
+    assert Recipe(name="r", load=Step(use="files")).split == Split()

@@ -160,3 +160,40 @@ def test_atomic_writes_survive_kill_9_at_any_moment(tmp_path: Path) -> None:
             data = json.loads(target.read_text())  # never half-written
             assert len(data["stages"]) == 200 and data["n"] >= 1
     assert target.exists()
+
+
+def test_resume_from_another_folder(project: Path) -> None:
+    sub = project / "sub"
+    sub.mkdir()
+    (sub / "data.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))
+    (sub / "flaky.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            import crispml
+
+            @crispml.hookimpl
+            def crispml_declare():
+                return crispml.Declaration(stages={"train": crispml.Options})
+
+            @crispml.hookimpl
+            def crispml_train(dataset):
+                if os.environ.get("FAIL"):
+                    raise RuntimeError("not yet")
+                return crispml.TrainedModel(model=1, flavor="t", task="regression", target="y", feature_columns=["x"])
+            """
+        )
+    )
+    (sub / "recipe.yaml").write_text(
+        "name: fl\nplugins: [flaky]\nload: {use: files, path: data.csv, target: y}\ntrain: {use: flaky}\n"
+    )
+    env = {**os.environ, "CRISPML_PROJECT": str(project)}
+    failed = subprocess.run(
+        [CRISPML, "run", "sub/recipe.yaml"], cwd=project, capture_output=True, text=True, env={**env, "FAIL": "1"}
+    )
+    assert failed.returncode == 1
+    run_id = json.loads(
+        subprocess.run([CRISPML, "runs", "--json"], cwd=project, capture_output=True, text=True, env=env).stdout
+    )[0]["run_id"]
+    done = subprocess.run([CRISPML, "resume", run_id], cwd=sub, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr

@@ -193,3 +193,20 @@ def test_a_run_with_literal_secrets_refuses_to_resume(project: Path, fakes: dict
     assert failed.status == "failed"
     with pytest.raises(UsageError, match=r"cannot be resumed: write secrets as \$\{env:NAME\}"):
         resume(failed.run_id, project=project, plugins=plugins_with(plugins))
+
+
+def test_the_manifest_records_the_git_commit_and_dirty_flag(project: Path, fakes: dict[str, object]) -> None:
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (project / "notes.txt").write_text("v1\n")
+    git("add", "notes.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "first")
+    clean = run_with(basic_recipe(), project=project, plugins=fakes).manifest["environment"]["git"]
+    assert clean == {"commit": git("rev-parse", "HEAD"), "dirty": False}
+    (project / "notes.txt").write_text("v2\n")
+    dirty = run_with(basic_recipe(), project=project, plugins=fakes).manifest["environment"]["git"]
+    assert dirty == {"commit": git("rev-parse", "HEAD"), "dirty": True}
