@@ -80,9 +80,10 @@ def write_recipe(project: Path) -> Callable[..., Path]:
     def write(name: str = "recipe.yaml", **changes: Any) -> Path:
         recipe = yaml.safe_load((QUICKSTART / "recipe.yaml").read_text())
         recipe["load"]["path"] = str(QUICKSTART / "data" / "churn.csv")
-        # The quickstart's own tracking/register/validate are not what these tests are about
-        # (validate would import Great Expectations: seconds per process).
-        for key in ("validate", "tracking", "register"):
+        # The quickstart's own tracking/register/validate/deploy are not what these tests are
+        # about (validate would import Great Expectations: seconds per process; deploy would
+        # serve the champion with BentoML on port 3000, and cannot check without register).
+        for key in ("validate", "tracking", "register", "deploy"):
             recipe.pop(key, None)
         for key, value in changes.items():
             if value is None:
