@@ -104,7 +104,9 @@ def run_tags(context: RunContext, extra: dict[str, str] | None = None) -> dict[s
         tags["mlflow.source.git.commit"] = str(git["commit"])
         tags["crispml.git_commit"] = str(git["commit"])
         tags["crispml.git_dirty"] = str(bool(git.get("dirty"))).lower()
-    tags.update(extra or {})
+    # Extra tags (the tracker's ``tags:`` option) are masked by name as well as by value: a tag
+    # named ``api_token`` is ``***`` whatever it holds (``crispml.redact``).
+    tags.update(redact(dict(extra or {})))
     return {k: _text(scrub(v), MAX_TAG) for k, v in tags.items()}
 
 

@@ -158,9 +158,10 @@ class SecretLoad:
 def test_secrets_never_reach_mlflow(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
     load = {"use": "secret_load", "path": str(CHURN), "db_password": "hunter2-pw",
             "api_token": "tok-S3CR3T", "options": {"aws_secret_access_key": "AKIA-S3CR3T"}}
-    recipe = write_recipe(
-        load=load, tracking={"mlflow": {"tags": {"team": "risk"}}}, register=REGISTER,
-    )
+    # Extra run tags are masked by name too: a tag called api_token is *** whatever it holds.
+    tags = {"team": "risk", "api_token": "tag-tok-S3CR3T", "DB_Password": "tag-pw-S3CR3T",
+            "signing_key": "plain-looking-value"}
+    recipe = write_recipe(load=load, tracking={"mlflow": {"tags": tags}}, register=REGISTER)
     result = crispml.run(recipe, extra_plugins={"secret_load": SecretLoad()})
     assert result.status == "succeeded", result.error
     run = client(embedded(mlflow_project)).get_run(result.manifest["links"]["mlflow_run_id"])
@@ -168,11 +169,16 @@ def test_secrets_never_reach_mlflow(mlflow_project: Path, write_recipe: Callable
     assert run.data.params["load.api_token"] == "***"
     assert run.data.params["load.options.aws_secret_access_key"] == "***"
     assert run.data.tags["team"] == "risk"
+    assert run.data.tags["api_token"] == "***"
+    assert run.data.tags["DB_Password"] == "***"
+    assert run.data.tags["signing_key"] == "***"
+    assert run.data.params["tracking.mlflow.tags.api_token"] == "***"
     # Nowhere in MLflow's database or artifacts, in any form.
     for path in (mlflow_project / ".crispml").rglob("*"):
         if path.is_file() and "runs" not in path.relative_to(mlflow_project / ".crispml").parts:
             data = path.read_bytes()
-            for secret in (b"hunter2-pw", b"tok-S3CR3T", b"AKIA-S3CR3T"):
+            for secret in (b"hunter2-pw", b"tok-S3CR3T", b"AKIA-S3CR3T", b"tag-pw-S3CR3T",
+                           b"plain-looking-value"):
                 assert secret not in data, f"{secret!r} leaked into {path}"
 
 
