@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -80,31 +81,38 @@ def register(
     run_id = context.links.get("mlflow_run_id") if tracker is not None else None
     if run_id and context.links.get("mlflow_tracking_uri") != _backend.safe_uri(uri):
         run_id = None
-    # The same trained model (same train-stage fingerprint: data, options, code) registered
-    # before is not registered again: re-running an unchanged recipe is not a new challenger.
-    fingerprint = _model_fingerprint(context)
-    existing = _registered_as(client, options.model_name, fingerprint)
-    if existing is not None:
-        return existing
-    own_run = run_id is None
-    if own_run:
-        exp = _tracking.experiment_id(client, context.recipe.name, uri, context.project_dir)
-        tags = _tracking.run_tags(context, {"mlflow.runName": f"{context.run_id}-register"})
-        run = client.create_run(exp, run_name=tags["mlflow.runName"], tags=tags)
-        run_id = run.info.run_id
-        context.links["mlflow_register_run_id"] = run_id
-    try:
-        info = _log_model(options, model, dataset, uri, str(run_id))
-        version = _register_and_decide(
-            client, uri, options, context, info, str(run_id), dataset, evaluation, value
-        )
-    except BaseException:
+    # The lookup of an already registered identical model, the logging and the gate all run under
+    # the per-model lock: two runs of one unchanged model at once cannot both register it.
+    with _backend.file_lock(_lock(context.project_dir, uri, options.model_name)):
+        # The same trained model (same train-stage fingerprint: data, options, code) registered
+        # before is not registered again: re-running an unchanged recipe is not a new challenger,
+        # and it passes only if that version is the champion.
+        existing = _registered_as(client, options, _model_fingerprint(context), value)
+        if existing is not None:
+            return existing
+        own_run = run_id is None
         if own_run:
-            client.set_terminated(run_id, "FAILED")
-        raise
-    if own_run:
-        client.set_terminated(run_id, "FINISHED")
-    return version
+            exp = _tracking.experiment_id(client, context.recipe.name, uri, context.project_dir)
+            tags = _tracking.run_tags(context, {"mlflow.runName": f"{context.run_id}-register"})
+            run = client.create_run(exp, run_name=tags["mlflow.runName"], tags=tags)
+            run_id = run.info.run_id
+            context.links["mlflow_register_run_id"] = run_id
+        try:
+            info = _log_model(options, model, dataset, uri, str(run_id))
+            version = _register_and_decide(
+                client, options, context, info, str(run_id), dataset, evaluation, value
+            )
+        except BaseException:
+            if own_run:
+                client.set_terminated(run_id, "FAILED")
+            raise
+        if own_run:
+            client.set_terminated(run_id, "FINISHED")
+        return version
+
+
+def _lock(project_dir: Path, uri: str, name: str) -> Path:
+    return _backend.lock_path(project_dir, f"{_backend.safe_uri(uri)}|{name}")
 
 
 def _model_fingerprint(context: RunContext) -> str | None:
@@ -114,10 +122,17 @@ def _model_fingerprint(context: RunContext) -> str | None:
     return None
 
 
-def _registered_as(client: Any, name: str, fingerprint: str | None) -> ModelVersion | None:
-    """The version already registered for this exact trained model, if any."""
+def _registered_as(
+    client: Any, options: RegisterOptions, fingerprint: str | None, value: float | None
+) -> ModelVersion | None:
+    """The version already registered for this exact trained model, if any.
+
+    It is not registered twice; the run passes only if that version is the champion now. A
+    version the gate kept out (or a champion since replaced) carries a ``rejection``: re-running
+    an unchanged model must not turn an earlier "no" into a success."""
     if fingerprint is None:
         return None
+    name = options.model_name
     try:
         model = client.get_registered_model(name)
     except Exception as exc:
@@ -125,17 +140,36 @@ def _registered_as(client: Any, name: str, fingerprint: str | None) -> ModelVers
             return None
         raise
     for mv in client.search_model_versions(f"name='{name}'"):
-        if (mv.tags or {}).get(MODEL_TAG) == fingerprint:
-            aliases = sorted(a for a, v in (model.aliases or {}).items() if str(v) == str(mv.version))
-            return ModelVersion(
-                name=name,
-                version=str(mv.version),
-                uri=f"models:/{name}/{mv.version}",
-                aliases=aliases,
-                run_id=mv.run_id,
-                promoted=False,
-                metrics={},
+        tags = mv.tags or {}
+        if tags.get(MODEL_TAG) != fingerprint:
+            continue
+        version = str(mv.version)
+        aliases = sorted(a for a, v in (model.aliases or {}).items() if str(v) == version)
+        metrics: dict[str, float] = {}
+        metric = options.compare_on
+        if metric is not None and value is not None:
+            metrics[metric] = value
+        rejection = None
+        if CHAMPION not in aliases:
+            champion = (model.aliases or {}).get(CHAMPION)
+            now = f"champion is version {champion}" if champion is not None else "there is no champion"
+            rejection = (
+                f"this unchanged model (same data, options and code) is already version {version} "
+                f"of '{name}', and it is not the champion ({now})"
             )
+            decision = tags.get("crispml.decision")
+            if decision:
+                rejection += f"; earlier decision: {decision}"
+        return ModelVersion(
+            name=name,
+            version=version,
+            uri=f"models:/{name}/{version}",
+            aliases=aliases,
+            run_id=mv.run_id,
+            promoted=False,
+            metrics=metrics,
+            rejection=rejection,
+        )
     return None
 
 
@@ -281,7 +315,6 @@ def _ensure_registered_model(client: Any, name: str) -> None:
 
 def _register_and_decide(
     client: Any,
-    uri: str,
     options: RegisterOptions,
     context: RunContext,
     info: Any,
@@ -309,58 +342,58 @@ def _register_and_decide(
     for key, val in (evaluation.metrics if evaluation else {}).items():
         tags[METRIC_TAG + key] = repr(float(val))
 
-    with _backend.file_lock(_backend.lock_path(context.project_dir, f"{_backend.safe_uri(uri)}|{name}")):
-        _ensure_registered_model(client, name)
-        mv = client.create_model_version(
-            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
-        )
-        version = str(mv.version)
-        moved = False
-        try:
-            client.set_registered_model_alias(name, CHALLENGER, version)
-            champion = champion_of(client, name)
-            rejection: str | None = None
-            metrics: dict[str, float] = {}
-            if value is not None and metric is not None:
-                metrics[metric] = value
-            if champion is None:
-                reason = "first model: no champion yet"
-                promote = True
-            elif metric is None or value is None:
-                reason = f"no compare_on: champion stays version {champion.version}"
+    # Called under the per-model lock (see ``register``).
+    _ensure_registered_model(client, name)
+    mv = client.create_model_version(
+        name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    )
+    version = str(mv.version)
+    try:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        champion = champion_of(client, name)
+        rejection: str | None = None
+        metrics: dict[str, float] = {}
+        if value is not None and metric is not None:
+            metrics[metric] = value
+        if champion is None:
+            reason = "first model: no champion yet"
+            promote = True
+        elif metric is None or value is None:
+            reason = f"no compare_on: champion stays version {champion.version}"
+            promote = False
+        else:
+            old = _metric_of(client, champion, metric)
+            if old is None:
                 promote = False
+                reason = (
+                    f"champion version {champion.version} has no recorded {metric}: "
+                    "cannot compare (promote by hand: crispml promote)"
+                )
+                rejection = reason
             else:
-                old = _metric_of(client, champion, metric)
-                if old is None:
-                    promote = False
-                    reason = (
-                        f"champion version {champion.version} has no recorded {metric}: "
-                        "cannot compare (promote by hand: crispml promote)"
-                    )
-                    rejection = reason
-                else:
-                    metrics[f"champion_{metric}"] = old
-                    gain = value - old if options.greater_is_better else old - value
-                    promote = gain > options.min_improvement
-                    word = "beats" if promote else "does not beat"
-                    reason = (
-                        f"{metric} {value:.6g} {word} champion version {champion.version}'s "
-                        f"{old:.6g} by more than {options.min_improvement:g}"
-                    )
-                    if not promote:
-                        rejection = f"challenger version {version}: {reason}"
-            if promote:
-                set_champion(client, name, version, reason, by=_backend.user(), run=context.run_id)
-                moved = True
-            client.set_model_version_tag(
-                name, version, "crispml.decision", ("promoted: " if promote else "kept: ") + reason
-            )
-        except BaseException:
-            if not moved:
-                # Nothing half-registered: a version whose gate did not complete is removed.
-                with contextlib.suppress(Exception):
-                    client.delete_model_version(name, version)
-            raise
+                metrics[f"champion_{metric}"] = old
+                gain = value - old if options.greater_is_better else old - value
+                promote = gain > options.min_improvement
+                word = "beats" if promote else "does not beat"
+                reason = (
+                    f"{metric} {value:.6g} {word} champion version {champion.version}'s "
+                    f"{old:.6g} by more than {options.min_improvement:g}"
+                )
+                if not promote:
+                    rejection = f"challenger version {version}: {reason}"
+        client.set_model_version_tag(
+            name, version, "crispml.decision", ("promoted: " if promote else "kept: ") + reason
+        )
+        if promote:
+            # The last write of the gate; it undoes its own writes if one fails, so the
+            # previous champion stays champion.
+            set_champion(client, name, version, reason, by=_backend.user(), run=context.run_id)
+    except BaseException:
+        # Nothing half-registered: a version whose gate did not complete is removed (it never
+        # became champion: ``set_champion`` moves the alias last and undoes itself on failure).
+        with contextlib.suppress(Exception):
+            client.delete_model_version(name, version)
+        raise
     aliases = [CHALLENGER] + ([CHAMPION] if promote else [])
     return ModelVersion(
         name=name,
@@ -377,35 +410,89 @@ def _register_and_decide(
 # -- champion moves (the gate, promote, rollback) ----------------------------------------------
 
 
+def _history_tag(client: Any, name: str) -> str | None:
+    return (client.get_registered_model(name).tags or {}).get(HISTORY)
+
+
 def history(client: Any, name: str) -> list[dict[str, Any]]:
-    tags = client.get_registered_model(name).tags or {}
     try:
-        value = json.loads(tags.get(HISTORY, "[]"))
+        value = json.loads(_history_tag(client, name) or "[]")
     except ValueError:
         return []
     return value if isinstance(value, list) else []
 
 
+class _Undoable:
+    """The registry writes of one champion move, each with how to undo it. If a write fails,
+    ``undo`` puts back what the earlier ones changed (newest first): a move happens entirely
+    or not at all (as far as the registry still answers)."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client, self.name = client, name
+        self.undos: list[Callable[[], None]] = []
+
+    def version_tag(self, version: str, key: str, value: str, before: dict[str, str]) -> None:
+        c, name, old = self.client, self.name, before.get(key)
+        if old is None:
+            self.undos.append(lambda: c.delete_model_version_tag(name, version, key))
+        else:
+            self.undos.append(lambda: c.set_model_version_tag(name, version, key, old))
+        c.set_model_version_tag(name, version, key, value)
+
+    def model_tag(self, key: str, value: str, old: str | None) -> None:
+        c, name = self.client, self.name
+        if old is None:
+            self.undos.append(lambda: c.delete_registered_model_tag(name, key))
+        else:
+            self.undos.append(lambda: c.set_registered_model_tag(name, key, old))
+        c.set_registered_model_tag(name, key, value)
+
+    def alias(self, alias: str, version: str, old: str | None) -> None:
+        c, name = self.client, self.name
+        if old is None:
+            self.undos.append(lambda: c.delete_registered_model_alias(name, alias))
+        else:
+            self.undos.append(lambda: c.set_registered_model_alias(name, alias, old))
+        c.set_registered_model_alias(name, alias, version)
+
+    def undo(self) -> None:
+        for step in reversed(self.undos):
+            with contextlib.suppress(Exception):
+                step()
+        self.undos.clear()
+
+
 def set_champion(
     client: Any, name: str, version: str, reason: str, *, by: str, run: str | None
 ) -> None:
-    """Move ``champion`` to ``version`` and record who, when, why and from which run."""
+    """Move ``champion`` to ``version`` and record who, when, why and from which run.
+
+    The audit tags and the history are written first and the alias moved last; if any write
+    fails, the earlier ones are undone and the previous champion stays champion."""
     now = _now()
     previous = champion_of(client, name)
-    for key, val in {
-        "crispml.champion_since": now,
-        "crispml.promoted_by": by,
-        "crispml.promotion_reason": reason,
-        "crispml.promoted_from_run": run or "-",
-    }.items():
-        client.set_model_version_tag(name, version, key, val)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    if previous is not None and str(previous.version) != str(version):
-        client.set_model_version_tag(name, previous.version, "crispml.champion_until", now)
-        client.set_model_version_tag(name, previous.version, "crispml.replaced_by", str(version))
+    target = client.get_model_version(name, version)
+    old_history = _history_tag(client, name)
     entries = history(client, name)
     entries.append({"version": str(version), "at": now, "by": by, "reason": reason, "run": run})
-    client.set_registered_model_tag(name, HISTORY, json.dumps(entries[-200:]))
+    writes = _Undoable(client, name)
+    try:
+        for key, val in {
+            "crispml.champion_since": now,
+            "crispml.promoted_by": by,
+            "crispml.promotion_reason": reason,
+            "crispml.promoted_from_run": run or "-",
+        }.items():
+            writes.version_tag(str(version), key, val, target.tags or {})
+        if previous is not None and str(previous.version) != str(version):
+            before = previous.tags or {}
+            writes.version_tag(str(previous.version), "crispml.champion_until", now, before)
+            writes.version_tag(str(previous.version), "crispml.replaced_by", str(version), before)
+        writes.model_tag(HISTORY, json.dumps(entries[-200:]), old_history)
+        writes.alias(CHAMPION, str(version), None if previous is None else str(previous.version))
+    except BaseException:
+        writes.undo()
+        raise
 
 
 def _model(client: Any, name: str) -> Any:
@@ -426,7 +513,7 @@ def promote(client: Any, project_dir: Path, uri: str, name: str, version: str, r
     _model(client, name)
     if not version.isdigit():
         raise UsageError(f"version must be a number, got '{version}'")
-    with _backend.file_lock(_backend.lock_path(project_dir, f"{_backend.safe_uri(uri)}|{name}")):
+    with _backend.file_lock(_lock(project_dir, uri, name)):
         try:
             client.get_model_version(name, version)
         except MlflowException as exc:
@@ -447,7 +534,7 @@ def promote(client: Any, project_dir: Path, uri: str, name: str, version: str, r
 def rollback(client: Any, project_dir: Path, uri: str, name: str) -> tuple[str, str]:
     """Move ``champion`` back to the previous champion; return ``(from, to)``."""
     _model(client, name)
-    with _backend.file_lock(_backend.lock_path(project_dir, f"{_backend.safe_uri(uri)}|{name}")):
+    with _backend.file_lock(_lock(project_dir, uri, name)):
         current = champion_of(client, name)
         if current is None:
             raise UsageError(f"model '{name}' has no champion: nothing to roll back")
@@ -474,16 +561,27 @@ def rollback(client: Any, project_dir: Path, uri: str, name: str) -> tuple[str, 
         now = _now()
         by = _backend.user()
         reason = f"rollback from version {current.version}"
-        client.set_model_version_tag(name, target, "crispml.champion_since", now)
-        client.set_model_version_tag(name, target, "crispml.promoted_by", by)
-        client.set_model_version_tag(name, target, "crispml.promotion_reason", reason)
-        client.set_registered_model_alias(name, CHAMPION, target)
-        client.set_model_version_tag(name, current.version, "crispml.champion_until", now)
-        client.set_model_version_tag(name, current.version, "crispml.rolled_back", now)
         # Drop the rolled-back promotion(s) from the history, so a second rollback goes further.
+        old_history = _history_tag(client, name)
         entries = entries[:keep]
         entries[-1] = {**entries[-1], "rollback": {"at": now, "by": by, "from": str(current.version)}}
-        client.set_registered_model_tag(name, HISTORY, json.dumps(entries[-200:]))
+        before = client.get_model_version(name, target).tags or {}
+        writes = _Undoable(client, name)
+        try:
+            for key, val in {
+                "crispml.champion_since": now,
+                "crispml.promoted_by": by,
+                "crispml.promotion_reason": reason,
+            }.items():
+                writes.version_tag(target, key, val, before)
+            for key in ("crispml.champion_until", "crispml.rolled_back"):
+                writes.version_tag(str(current.version), key, now, current.tags or {})
+            writes.model_tag(HISTORY, json.dumps(entries[-200:]), old_history)
+            # The alias last: if anything before fails, the current champion stays champion.
+            writes.alias(CHAMPION, target, str(current.version))
+        except BaseException:
+            writes.undo()
+            raise
     return str(current.version), target
 
 

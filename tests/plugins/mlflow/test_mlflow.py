@@ -259,29 +259,17 @@ def test_register_champion_challenger_gate_and_audit(
     mlrun = c.get_run(worse.manifest["links"]["mlflow_run_id"])
     assert mlrun.data.tags["crispml.outcome"] == "rejected"
 
-    # A better model, but the required improvement is larger than its gain: rejected.
-    strict = crispml.run(
-        recipe, overrides=["train.params.C=0.2", "register.min_improvement=0.5"]
-    )
-    assert strict.status == "rejected" and champion(c) == "1"
-
-    # A better model (more features used well: a forest on the same data) moves champion.
-    better = crispml.run(
-        recipe,
-        overrides=[
-            "train.estimator=sklearn.ensemble.GradientBoostingClassifier",
-            "train.params={random_state: 0}",
-        ],
-    )
-    v1_auc = float(v1.tags["crispml.metric.roc_auc"])
-    if better["evaluation"].metrics["roc_auc"] > v1_auc:
-        assert better.status == "succeeded" and better["model_version"].promoted
-        assert champion(c) == better["model_version"].version
-        old = c.get_model_version("churn", "1")
-        assert old.tags["crispml.replaced_by"] == better["model_version"].version
-        assert "crispml.champion_until" in old.tags
-    else:  # the data decides; then the gate must have said no
-        assert better.status == "rejected" and champion(c) == "1"
+    # The rejected challenger again, unchanged: not registered twice, and still not passing.
+    again_worse = crispml.run(recipe, overrides=["train.params.C=0.001"])
+    assert again_worse.status == "rejected"
+    assert again_worse["model_version"].version == "2"
+    rejection = again_worse.manifest["rejection"]
+    assert "this unchanged model (same data, options and code) is already version 2" in rejection
+    assert "it is not the champion (champion is version 1)" in rejection
+    assert "earlier decision: kept: roc_auc" in rejection
+    assert len(c.search_model_versions("name='churn'")) == 2 and champion(c) == "1"
+    mlrun = c.get_run(again_worse.manifest["links"]["mlflow_run_id"])
+    assert mlrun.data.tags["crispml.outcome"] == "rejected"
 
     # Loading the champion the way serving will.
     model = crispml.load_model("churn@champion")
@@ -294,6 +282,111 @@ def test_register_champion_challenger_gate_and_audit(
         crispml.load_model("churn@nope")
     with pytest.raises(crispml.UsageError, match="no installed plugin knows"):
         crispml.load_model("unknown_model@champion")
+
+
+DUMMY = [  # roc_auc 0.5: a deliberately weak first champion (the evaluate gate is relaxed for it)
+    "train.estimator=sklearn.dummy.DummyClassifier", "train.params={}", "evaluate.gate.roc_auc=>= 0.0",
+]
+
+
+def history_of(c: Any, name: str = "churn") -> list[dict[str, Any]]:
+    return list(json.loads(c.get_registered_model(name).tags["crispml.champion_history"]))
+
+
+def test_a_better_challenger_is_promoted_with_its_audit_trail(
+    mlflow_project: Path, write_recipe: Callable[..., Path]
+) -> None:
+    c = client(embedded(mlflow_project))
+    recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
+    weak = crispml.run(recipe, overrides=DUMMY)
+    assert weak.status == "succeeded", weak.error
+    assert weak["evaluation"].metrics["roc_auc"] == 0.5
+    assert (weak["model_version"].version, champion(c)) == ("1", "1")
+
+    better = crispml.run(recipe)  # the logistic regression: roc_auc ~0.81
+    assert better.status == "succeeded", better.error
+    mv = better["model_version"]
+    assert (mv.version, mv.promoted, champion(c)) == ("2", True, "2")
+    assert mv.metrics["champion_roc_auc"] == 0.5
+    v1, v2 = c.get_model_version("churn", "1"), c.get_model_version("churn", "2")
+    assert v1.tags["crispml.replaced_by"] == "2"
+    assert v1.tags["crispml.champion_until"] == v2.tags["crispml.champion_since"]
+    assert "beats champion version 1's 0.5 by more than 0" in v2.tags["crispml.promotion_reason"]
+    assert v2.tags["crispml.decision"].startswith("promoted: ")
+    assert v2.tags["crispml.promoted_from_run"] == better.run_id
+    assert [e["version"] for e in history_of(c)] == ["1", "2"]
+
+    # The replaced champion, re-run unchanged: rejected, with the decision that made it champion.
+    again = crispml.run(recipe, overrides=DUMMY)
+    assert again.status == "rejected"
+    assert "already version 1 of 'churn', and it is not the champion (champion is version 2)" in (
+        again.manifest["rejection"]
+    )
+    assert "earlier decision: promoted: first model" in again.manifest["rejection"]
+    assert len(c.search_model_versions("name='churn'")) == 2 and champion(c) == "2"
+
+
+def test_a_better_challenger_below_min_improvement_is_rejected(
+    mlflow_project: Path, write_recipe: Callable[..., Path]
+) -> None:
+    c = client(embedded(mlflow_project))
+    recipe = write_recipe(register=REGISTER)
+    first = crispml.run(recipe, overrides=["train.params.C=0.01"])
+    assert first.status == "succeeded" and champion(c) == "1"
+    base = first["evaluation"].metrics["roc_auc"]
+
+    # Better than the champion, by less than the required 0.01.
+    small = crispml.run(recipe, overrides=["train.params.C=0.02", "register.min_improvement=0.01"])
+    gain = small["evaluation"].metrics["roc_auc"] - base
+    assert 0 < gain < 0.01, gain  # the premise: a better model, improving by less than asked
+    assert small.status == "rejected"
+    assert "does not beat champion version 1" in small.manifest["rejection"]
+    assert "by more than 0.01" in small.manifest["rejection"]
+    assert champion(c) == "1"
+
+    # A model better by about as little, against a threshold it clears: promoted.
+    clears = crispml.run(recipe, overrides=["train.params.C=0.05", "register.min_improvement=0.001"])
+    gain = clears["evaluation"].metrics["roc_auc"] - base
+    assert 0.001 < gain < 0.01, gain
+    assert clears.status == "succeeded" and clears["model_version"].promoted
+    assert champion(c) == "3"
+
+
+def test_a_failed_promotion_write_leaves_the_previous_champion(
+    mlflow_project: Path, write_recipe: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The history tag is written after the audit tags; make it fail for real (MLflow refuses a
+    registry tag value over 100,000 characters) by leaving it just under the limit."""
+    c = client(embedded(mlflow_project))
+    recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
+    assert crispml.run(recipe, overrides=DUMMY).status == "succeeded" and champion(c) == "1"
+    entries = history_of(c)
+    entries[0]["note"] = ""
+    entries[0]["note"] = "x" * (99_990 - len(json.dumps(entries)))
+    full = json.dumps(entries)
+    c.set_registered_model_tag("churn", "crispml.champion_history", full)
+    v1_tags = dict(c.get_model_version("churn", "1").tags)
+
+    better = crispml.run(recipe)  # would be promoted; writing its history entry fails
+    assert better.status == "failed"
+    assert "100000" in better.manifest["error"] or "exceeds" in better.manifest["error"]
+    assert champion(c) == "1"  # the previous champion stays, with its audit tags as they were
+    assert dict(c.get_model_version("churn", "1").tags) == v1_tags
+    assert c.get_registered_model("churn").tags["crispml.champion_history"] == full
+    assert [str(v.version) for v in c.search_model_versions("name='churn'")] == ["1"]  # v2 removed
+
+    # A manual promotion that fails the same way changes nothing either.
+    no_gate = {k: v for k, v in REGISTER.items() if k != "compare_on"}
+    kept = crispml.run(write_recipe(register=no_gate), overrides=["train.params.C=0.5"])
+    assert kept.status == "succeeded" and not kept["model_version"].promoted
+    version = kept["model_version"].version
+    v_tags = dict(c.get_model_version("churn", version).tags)
+    code, _, err = main(capsys, "promote", "churn", version, "--reason", "A/B test")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert champion(c) == "1"
+    assert dict(c.get_model_version("churn", "1").tags) == v1_tags
+    assert dict(c.get_model_version("churn", version).tags) == v_tags
+    assert c.get_registered_model("churn").tags["crispml.champion_history"] == full
 
 
 def test_cli_models_promote_rollback(
@@ -463,6 +556,25 @@ def test_two_runs_registering_at_once(mlflow_project: Path, write_recipe: Callab
     assert sorted(r["status"] for r in runs) == ["rejected", "succeeded"] or all(
         r["status"] == "succeeded" for r in runs
     )
+
+
+def test_two_identical_runs_at_once_register_one_version(
+    mlflow_project: Path, write_recipe: Callable[..., Path]
+) -> None:
+    """The lookup of an already registered identical model runs under the registration lock."""
+    recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
+    procs = [
+        subprocess.Popen(
+            [CRISPML, "run", str(recipe), "--no-cache"],
+            cwd=mlflow_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs  # one registered it, the other found it champion
+    c = client(embedded(mlflow_project))
+    assert [str(v.version) for v in c.search_model_versions("name='churn'")] == ["1"]
+    assert champion(c) == "1"
 
 
 # -- the quickstart through the CLI: nothing in $HOME, nothing in the cwd ------------------------
