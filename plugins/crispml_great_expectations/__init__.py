@@ -20,6 +20,7 @@ This module only declares; Great Expectations and pandas are imported when a sui
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
     from crispml_great_expectations._suite import Entry
 
 __version__ = "0.1.0"
+
+# Before Great Expectations is first imported (a recipe check imports it to validate a suite):
+# no analytics, nothing sent anywhere.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 class InlineExpectation(BaseModel):

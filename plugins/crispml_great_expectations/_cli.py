@@ -105,16 +105,22 @@ def validate_data(recipe: str, data: Path, as_json: bool, report_dir: Path | Non
     if report_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         report_dir = crispml.find_project() / ".crispml" / "validations" / stamp
+    created = not report_dir.exists()
     report_dir.mkdir(parents=True, exist_ok=True)
-    report = validate_frame(
-        frame,
-        entries,
-        suite_name=suite_name,
-        data_name=str(data),
-        out_dir=report_dir,
-        on_failure="reject",
-        unexpected_values=options.unexpected_values,
-    )
+    try:
+        report = validate_frame(
+            frame,
+            entries,
+            suite_name=suite_name,
+            data_name=str(data),
+            out_dir=report_dir,
+            on_failure="reject",
+            unexpected_values=options.unexpected_values,
+        )
+    except BaseException:
+        if created and not any(report_dir.iterdir()):
+            report_dir.rmdir()  # bad input writes nothing
+        raise
     if as_json:
         click.echo((report_dir / "validation.json").read_text())
     n, failed = len(report.results), len(report.failures)

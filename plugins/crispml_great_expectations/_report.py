@@ -29,7 +29,10 @@ def _values(record: dict[str, Any]) -> str:
 def _count(record: dict[str, Any]) -> str:
     if record.get("unexpected_count") is None:
         return ""
-    return f"{record['unexpected_count']} ({record['unexpected_percent']:.4g}%)"
+    percent = record.get("unexpected_percent")
+    if percent is None:  # no rows to take a percentage of
+        return str(record["unexpected_count"])
+    return f"{record['unexpected_count']} ({percent:.4g}%)"
 
 
 def _detail(record: dict[str, Any]) -> str:

@@ -287,7 +287,9 @@ def _assert_usage_error(proc: subprocess.CompletedProcess[str], project: Path, *
     assert "Traceback" not in proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-    assert not (project / ".crispml" / "runs").exists() or not any((project / ".crispml" / "runs").iterdir())
+    for written in ("runs", "validations"):  # bad input writes nothing: no run, no report folder
+        folder = project / ".crispml" / written
+        assert not folder.exists() or not any(folder.iterdir()), written
     return lines[0]
 
 
@@ -426,3 +428,33 @@ def test_loading_the_plugin_imports_no_backend() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_batch_with_no_rows_fails_validation_instead_of_crashing(project: Path, suggested: Path, frame: Any) -> None:
+    recipe = write_recipe(project, {"suite": str(suggested)})
+    empty = project / "empty.csv"
+    frame.head(0).to_csv(empty, index=False)
+    proc = _cli(project, "validate-data", str(recipe), str(empty))
+    assert proc.returncode == 3, proc.stderr
+    assert "table_row_count_to_be_between" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_suggested_suite_passes_on_tz_aware_datetimes_and_string_dtype(project: Path) -> None:
+    import pandas as pd
+
+    data = project / "typed.parquet"
+    pd.DataFrame(
+        {
+            "when": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]).tz_localize("UTC"),
+            "name": pd.array(["a", "b", "c"], dtype="string"),
+            "y": [0, 1, 0],
+        }
+    ).to_parquet(data)
+    assert _cli(project, "suggest-suite", str(data), "-o", "typed.yaml").returncode == 0
+    recipe = project / "typed-recipe.yaml"
+    recipe.write_text(
+        f"name: typed\nsplit: null\nload: {{use: files, path: {data}}}\n"
+        "validate: {use: great_expectations, suite: typed.yaml}\n"
+    )
+    proc = _cli(project, "validate-data", str(recipe), str(data))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
