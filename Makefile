@@ -17,6 +17,7 @@ $(BIN)/python:
 # without .pyc files would recompile every module at every start).
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --compile -c constraints.txt -e ".[$(EXTRAS)]"
+	$(BIN)/python -m compileall -q core plugins  # the editable sources too: pip compiles only site-packages
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,14 +33,18 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check core plugins tests
+	$(BIN)/ruff check core plugins tests examples benchmarks
 	$(BIN)/mypy core/crispml
 
 docs: install
 	$(BIN)/python -m crispml._docgen > docs/hooks.md
 
+# Each prints its figures (docs/performance.md records them); bench_bentoml starts servers on 127.0.0.1.
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_gx.py
+	$(BIN)/python benchmarks/bench_mlflow.py
+	$(BIN)/python benchmarks/bench_bentoml.py
 
 # Re-pin the tested set after changing an extra (then run make test).
 lock: $(BIN)/python
