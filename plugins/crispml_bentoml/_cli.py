@@ -7,6 +7,7 @@ when it runs, BentoML only in the processes the commands start.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,39 @@ import click
 from crispml_bentoml import _state
 
 EXIT_REJECTED = 3
+BUILD_TIMEOUT_ENV = "CRISPML_BENTOML_BUILD_TIMEOUT"
+"""Seconds ``bentoml build`` and ``bentoml export`` may take each (default 600)."""
+
+
+def _bentoml(args: list[str], *, cwd: Path, project: Path, what: str) -> str:
+    """Run ``bentoml ARGS`` (the project's store, no telemetry); its stdout, or a one-line error."""
+    from crispml import CrispmlError, UsageError
+    from crispml_bentoml._deploy import backend_env
+
+    raw = os.environ.get(BUILD_TIMEOUT_ENV, "600")
+    try:
+        timeout = float(raw)
+    except ValueError:
+        raise UsageError(f"{BUILD_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bentoml", *args],
+            cwd=cwd,
+            env=backend_env(project),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise CrispmlError(
+            f"{what} did not finish within {timeout:g} s (stopped; set {BUILD_TIMEOUT_ENV} to allow more)"
+        ) from None
+    except OSError as exc:
+        raise CrispmlError(f"{what}: cannot run bentoml: {exc}") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise CrispmlError(f"{what} failed: {detail[-1].strip() if detail else f'exit code {done.returncode}'}")
+    return done.stdout
 
 
 def add_commands(cli: click.Group) -> None:
@@ -272,12 +306,11 @@ def build(name: str, export_to: str | None) -> None:
     archive carries the model too (`bentoml import` it where the image is built).
     """
     from crispml import UsageError
-    from crispml_bentoml._deploy import backend_env
 
     project = _project()
     record = _state.require_record(project, name)
-    release = Path(record["backend"]["release"])
-    if not (release / "spec.json").is_file():
+    release = Path((record.get("backend") or {}).get("release") or "")
+    if not record.get("backend", {}).get("release") or not (release / "spec.json").is_file():
         raise UsageError(f"deployment '{name}': release folder {release} is gone; deploy again")
     # BentoML refuses a build context under a hidden folder (.crispml): build from a temporary
     # one; the bento itself is stored in .crispml/bentoml/bentos.
@@ -302,17 +335,7 @@ def build(name: str, export_to: str | None) -> None:
         else _state.folder(project, name) / "bentos" / f"{bento_name}-{bento_version}.bento"
     )
     archive.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "bentoml", "export", tag, str(archive.resolve())],
-        cwd=project,
-        env=backend_env(project),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise UsageError(f"bentoml export failed: {detail[-1] if detail else done.returncode}")
+    _bentoml(["export", tag, str(archive.resolve())], cwd=project, project=project, what="bentoml export")
     with _state.locked(project, name):
         current = _state.read_record(project, name)
         if current is not None and current.get("bento"):
@@ -329,10 +352,12 @@ def build(name: str, export_to: str | None) -> None:
 def _build_in(
     context: Path, project: Path, name: str, record: dict[str, Any], release: Path
 ) -> tuple[str, list[str], float]:
-    from crispml import UsageError, atomic_write_json
-    from crispml_bentoml._deploy import backend_env
+    from crispml import CrispmlError, atomic_write_json
 
-    spec = json.loads((release / "spec.json").read_text())
+    try:
+        spec = json.loads((release / "spec.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CrispmlError(f"deployment '{name}': cannot read {release / 'spec.json'}: {exc}") from None
     # In a container the project's paths mean nothing: the log goes where $CRISPML_PREDICTION_LOG says.
     spec["prediction_log"] = {**spec["prediction_log"], "path": None}
     atomic_write_json(context / "spec.json", spec)
@@ -354,27 +379,14 @@ def _build_in(
     }
     (context / "bentofile.yaml").write_text(json.dumps(bentofile, indent=2))  # JSON is YAML
     started = time.monotonic()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "build",
-            str(context),
-            "-f",
-            str(context / "bentofile.yaml"),
-            "--output",
-            "tag",
-        ],
+    out = _bentoml(
+        ["build", str(context), "-f", str(context / "bentofile.yaml"), "--output", "tag"],
         cwd=context,
-        env=backend_env(project),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        project=project,
+        what="bentoml build",
     )
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise UsageError(f"bentoml build failed: {detail[-1] if detail else done.returncode}")
-    tag = done.stdout.strip().splitlines()[-1].strip()
-    tag = tag.removeprefix("__tag__:")
+    lines = out.strip().splitlines()
+    if not lines:
+        raise CrispmlError("bentoml build printed no bento tag")
+    tag = lines[-1].strip().removeprefix("__tag__:")
     return tag, requirements, time.monotonic() - started

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
+import logging
 import math
 import os
 import re
@@ -28,17 +30,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from crispml import UsageError, atomic_write_json
+from crispml import CrispmlError, UsageError, atomic_write_json
 from crispml_bentoml import _state
 
 _REF = re.compile(r"^(?:models:/)?(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
 SERVICE_SOURCE = Path(__file__).with_name("_service.py")
+SMOKE_HEADER = "x-crispml-smoke"
+"""Marks the gate's own requests (sent to the backend directly), which the service does not log;
+the proxy drops it from clients' requests."""
 _DTYPES = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool"}
 
 
@@ -115,14 +121,55 @@ def safe_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+"""MLflow's own defaults (120 s a request, 7 retries with exponential backoff) keep a deploy
+against an unreachable registry waiting for many minutes; these bound it. Set the variables to
+override."""
+
+
+@contextlib.contextmanager
+def registry_calls(uri: str, what: str) -> Iterator[None]:
+    """Around every call to the MLflow registry and its artifacts: bounded HTTP timeouts and
+    retries, and any failure (unreachable registry, a broken artifact, …) as one line."""
+    added = {k: v for k, v in HTTP_BOUNDS.items() if k not in os.environ}
+    os.environ.update(added)
+    quiet = [(logging.getLogger(n), logging.getLogger(n).level) for n in ("urllib3", "urllib3.connectionpool")]
+    for logger, _ in quiet:  # urllib3 prints each retry on stderr otherwise
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    except CrispmlError:
+        raise
+    except Exception as exc:
+        if not _registry_failure(exc):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if len(message) > 300:
+            message = message[:300] + "…"
+        raise CrispmlError(f"{what} (MLflow registry {safe_uri(uri)}): {message}") from None
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        for logger, level in quiet:
+            logger.setLevel(level)
+
+
+def _registry_failure(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException | OSError)
+
+
 def _mlflow_client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise UsageError(f"no MLflow registry at {uri} (register a model first: register: {{use: mlflow, ...}})")
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from mlflow import MlflowClient
@@ -151,7 +198,11 @@ def resolve(reference: str, uri: str) -> dict[str, Any]:
     if not match:
         raise UsageError(f"not a model reference: {reference!r} (use NAME@ALIAS or NAME/VERSION, e.g. churn@champion)")
     name, alias, version = match["name"], match["alias"], match["version"]
-    client = _mlflow_client(uri)
+    with registry_calls(uri, f"cannot resolve {reference}"):
+        return _resolve(client=_mlflow_client(uri), uri=uri, name=name, alias=alias, version=version)
+
+
+def _resolve(client: Any, uri: str, name: str, alias: str | None, version: str | None) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -161,7 +212,9 @@ def resolve(reference: str, uri: str) -> dict[str, Any]:
             raise
         try:
             known = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-        except MlflowException:
+        except MlflowException as again:
+            if not _not_found(again):
+                raise
             known = []
         if not known:
             raise UsageError(f"no registered model named '{name}' in {safe_uri(uri)} (see: crispml models)") from None
@@ -234,6 +287,15 @@ def prepare_release(project: Path, settings: Settings, model: dict[str, Any], ur
     number = 1 + max((int(p.name.split("-", 1)[0]) for p in releases.iterdir() if p.name[:1].isdigit()), default=0)
     release = releases / f"{number}-v{model['version']}"
     release.mkdir()
+    try:
+        with registry_calls(uri, f"cannot fetch {model['name']}/{model['version']}"):
+            return release, _fill_release(release, settings, model, uri, project)
+    except BaseException:
+        shutil.rmtree(release, ignore_errors=True)  # nothing was started from it
+        raise
+
+
+def _fill_release(release: Path, settings: Settings, model: dict[str, Any], uri: str, project: Path) -> dict[str, Any]:
     import mlflow.artifacts
     from mlflow.models import Model
 
@@ -266,11 +328,19 @@ def prepare_release(project: Path, settings: Settings, model: dict[str, Any], ur
             "backups": settings.log_backups,
         },
     }
-    reference, classifier = _reference_model(release / "mlflow_model", flavors)
+    try:
+        reference, classifier = _reference_model(release / "mlflow_model", flavors)
+    except CrispmlError:
+        raise
+    except Exception as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise CrispmlError(
+            f"cannot load {model['name']}/{model['version']} here for the smoke test: {type(exc).__name__}: {message}"
+        ) from None
     spec["classifier"] = classifier
     atomic_write_json(release / "spec.json", spec)
     shutil.copyfile(SERVICE_SOURCE, release / "service.py")
-    return release, {"spec": spec, "reference": reference, "mlmodel": mlmodel}
+    return {"spec": spec, "reference": reference, "mlmodel": mlmodel}
 
 
 # -- the backend process ------------------------------------------------------------------------
@@ -350,8 +420,14 @@ def smoke(url: str, prepared: dict[str, Any], release: Path) -> str | None:
     if example is None or not hasattr(example, "to_json"):
         return "the model version has no logged input example (a table): cannot smoke-test it"
     records = json.loads(example.to_json(orient="records"))
-    expected = _jsonable(reference.predict(example))
-    status, body = post_json(f"{url}/predict", {"records": records}, headers={"x-crispml-smoke": "1"})
+    try:
+        expected = _jsonable(reference.predict(example))
+    except Exception as exc:
+        return f"the registered model cannot predict its own input example: {type(exc).__name__}: {exc}"[:500]
+    try:
+        status, body = post_json(f"{url}/predict", {"records": records}, headers={SMOKE_HEADER: "1"})
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # died, hung, or answered garbage
+        return f"smoke test: POST /predict with the input example failed: {type(exc).__name__}: {exc}"[:500]
     if status != 200 or not isinstance(body, dict):
         return f"smoke test: POST /predict with the input example answered {status}: {str(body)[:300]}"
     got = body.get("predictions")
@@ -453,8 +529,9 @@ def deploy(project: Path, settings: Settings, reference: str, *, history_pop: bo
     uri = tracking_uri(settings.tracking_uri, project)
     with _state.locked(project, settings.name):
         current = _state.read_record(project, settings.name)
-        proxy_up = current is not None and _state.alive(
-            (current.get("proxy") or {}).get("pid"), "crispml_bentoml._proxy"
+        recorded_proxy = (current or {}).get("proxy") or {}
+        proxy_up = current is not None and _state.ours(
+            recorded_proxy.get("pid"), _state.PROXY_MARKER, recorded_proxy.get("ident")
         )
         if proxy_up:
             assert current is not None
@@ -489,11 +566,18 @@ def deploy(project: Path, settings: Settings, reference: str, *, history_pop: bo
         release, prepared = prepare_release(project, settings, model, uri)
         spec = prepared["spec"]
         model = {**model, "bento_tag": spec["bento_tag"], "flavor": spec["flavor"], "classifier": spec["classifier"]}
-        proc, backend_port = start_backend(project, release, host)
+        try:
+            proc, backend_port = start_backend(project, release, host)
+        except OSError as exc:
+            raise CrispmlError(f"deployment '{settings.name}': cannot start the new server: {exc}") from None
+        backend_ident = _state.identity(proc.pid)
         backend_url = f"http://{_probe_host(host)}:{backend_port}"
         timings: dict[str, float] = {}
         switched = False
         new_proxy: subprocess.Popen[bytes] | None = None
+        upstream = _state.folder(project, settings.name) / "upstream.json"
+        previous_upstream: bytes | None = None
+        rewritten = False
         try:
             t0 = time.monotonic()
             why = wait_ready(proc, backend_url, settings.ready_timeout, release / "server.log")
@@ -509,29 +593,39 @@ def deploy(project: Path, settings: Settings, reference: str, *, history_pop: bo
                     _state.write_record(project, settings.name, current)
                 return Outcome(record=current, model=model, rejection=rejection, timings=timings)
 
-            # The switch: the only step that changes what the public port serves.
+            # The switch: the only step that changes what the public port serves. Until the proxy
+            # confirms it, every way out (the `finally` below) puts the previous upstream back.
+            with contextlib.suppress(FileNotFoundError):
+                previous_upstream = upstream.read_bytes()
+            rewritten = True
             atomic_write_json(
-                _state.folder(project, settings.name) / "upstream.json",
+                upstream,
                 {"port": backend_port, "model": f"{model['name']}/{model['version']}", "release": str(release)},
             )
             old_backend = (current or {}).get("backend") or {}
             if proxy_up:
                 assert current is not None
-                proxy_pid = int(current["proxy"]["pid"])
+                proxy_pid, proxy_ident = int(recorded_proxy["pid"]), recorded_proxy.get("ident")
                 why = _wait_proxy(public, backend_port, None, 10.0)
             else:
-                new_proxy = start_proxy(project, settings.name, host, port, settings.max_body_bytes)
-                proxy_pid = new_proxy.pid
+                try:
+                    new_proxy = start_proxy(project, settings.name, host, port, settings.max_body_bytes)
+                except OSError as exc:
+                    raise CrispmlError(f"deployment '{settings.name}': cannot start the proxy: {exc}") from None
+                proxy_pid, proxy_ident = new_proxy.pid, _state.identity(new_proxy.pid)
                 why = _wait_proxy(public, backend_port, new_proxy, 30.0)
                 if why is not None and not _state.port_free(host, port):
-                    why = f"port {port} on {host} was taken while the new server started ({why})"
+                    raise UsageError(
+                        f"deployment '{settings.name}': port {port} on {host} was taken while the new server "
+                        f"started ({why})"
+                    )
             if why is not None:
-                raise UsageError(f"deployment '{settings.name}': {why}")
+                raise CrispmlError(f"deployment '{settings.name}' not switched to {model['uri']}: {why}")
             switched = True
             timings["first_answer_seconds"] = round(time.monotonic() - started, 3)
             if old_backend.get("pid") and old_backend.get("pid") != proc.pid:
                 _drain(public, int(old_backend.get("port") or 0), settings.drain_timeout)
-                _state.stop_group(int(old_backend["pid"]), folder=_release_of(old_backend))
+                _stop_backend(old_backend)
 
             history = list((current or {}).get("history") or [])
             if history_pop:
@@ -546,9 +640,14 @@ def deploy(project: Path, settings: Settings, reference: str, *, history_pop: bo
                 "since": now(),
                 "created": (current or {}).get("created") or now(),
                 "model": model,
-                "proxy": {"pid": proxy_pid, "log": str(_state.folder(project, settings.name) / "proxy.log")},
+                "proxy": {
+                    "pid": proxy_pid,
+                    "ident": proxy_ident,
+                    "log": str(_state.folder(project, settings.name) / "proxy.log"),
+                },
                 "backend": {
                     "pid": proc.pid,
+                    "ident": backend_ident,
                     "port": backend_port,
                     "log": str(release / "server.log"),
                     "release": str(release),
@@ -563,14 +662,36 @@ def deploy(project: Path, settings: Settings, reference: str, *, history_pop: bo
             return Outcome(record=record, model=model, timings=timings)
         finally:
             if not switched:
-                _state.stop_group(proc.pid, folder=release)
+                if rewritten:
+                    _restore(upstream, previous_upstream)
                 if new_proxy is not None:
                     _state.stop_group(new_proxy.pid)
+                _state.stop_group(proc.pid, folder=release)
+
+
+def _restore(upstream: Path, previous: bytes | None) -> None:
+    """Point the proxy back where it was before a switch that did not complete (atomically, as a
+    new file, so the proxy sees a change even within one mtime tick)."""
+    if previous is None:
+        with contextlib.suppress(FileNotFoundError):
+            upstream.unlink()
+        return
+    staging = upstream.with_name(f".{upstream.name}.restore")
+    staging.write_bytes(previous)
+    os.replace(staging, upstream)
 
 
 def _release_of(backend: dict[str, Any]) -> Path | None:
     release = backend.get("release")
     return Path(release) if release else None
+
+
+def _stop_backend(backend: dict[str, Any]) -> None:
+    """Stop a recorded backend — if its pid is still the process that was started (else only the
+    processes still working in its release folder)."""
+    _state.stop_group(
+        backend.get("pid"), folder=_release_of(backend), marker=_state.BACKEND_MARKER, ident=backend.get("ident")
+    )
 
 
 def rollback(project: Path, settings: Settings) -> Outcome:
@@ -592,9 +713,9 @@ def rollback(project: Path, settings: Settings) -> Outcome:
 def undeploy(project: Path, name: str) -> dict[str, Any]:
     record = _state.require_record(project, name)
     with _state.locked(project, name):
-        _state.stop_group((record.get("proxy") or {}).get("pid"))
-        backend = record.get("backend") or {}
-        _state.stop_group(backend.get("pid"), folder=_release_of(backend))
+        proxy = record.get("proxy") or {}
+        _state.stop_group(proxy.get("pid"), marker=_state.PROXY_MARKER, ident=proxy.get("ident"))
+        _stop_backend(record.get("backend") or {})
         folder = _state.folder(project, name)
         with contextlib.suppress(FileNotFoundError):
             (folder / "upstream.json").unlink()

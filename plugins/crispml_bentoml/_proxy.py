@@ -38,6 +38,9 @@ HOP_BY_HOP = {
     "content-length",
     "host",
 }
+DROPPED = {"x-crispml-smoke"}
+"""Only crispml's smoke gate may mark a request as its own (so the service does not log it), and
+the gate talks to a backend directly: from a client, through the public port, the mark is dropped."""
 STATUS_PATH = "/-/crispml/proxy"
 
 
@@ -46,18 +49,21 @@ class Upstream:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.mtime: int | None = None
+        self.seen: tuple[int, int, int] | None = None
         self.value: dict[str, Any] = {}
 
     def current(self) -> dict[str, Any]:
         try:
-            mtime = self.path.stat().st_mtime_ns
+            st = self.path.stat()
         except FileNotFoundError:
             return self.value
-        if mtime != self.mtime:
+        # Every write is an atomic replace (a new inode): a rewrite within one coarse mtime tick
+        # (e.g. a failed switch put back at once) is still seen.
+        key = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if key != self.seen:
             try:
                 self.value = json.loads(self.path.read_text())
-                self.mtime = mtime
+                self.seen = key
             except (OSError, ValueError):
                 pass  # mid-replace on an odd filesystem: keep the last good value
         return self.value
@@ -114,7 +120,7 @@ class Proxy:
             assert self.client is not None
             query = scope.get("query_string", b"").decode("latin-1")
             url = f"http://127.0.0.1:{port}{scope['path']}" + (f"?{query}" if query else "")
-            forward = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+            forward = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in DROPPED]
             client = scope.get("client")
             if client:
                 forward.append(("x-forwarded-for", str(client[0])))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import re
@@ -33,6 +34,8 @@ from crispml import UsageError, atomic_write_json
 
 STORE = ".crispml"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PROXY_MARKER = "crispml_bentoml._proxy"
+BACKEND_MARKER = "bentoml"  # the launcher (crispml_bentoml._launch), then `bentoml serve`
 
 
 def check_name(name: str) -> str:
@@ -134,6 +137,33 @@ def alive(pid: int | None, marker: str | None = None) -> bool:
     return True
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def identity(pid: int | None) -> str | None:
+    """What tells ``pid`` apart from a later process given the same pid: this boot and the
+    process's start time (clock ticks since boot; stable across ``exec``). ``None`` if gone."""
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{_boot_id()}:{fields[19]}"
+    except (OSError, IndexError):
+        return None
+
+
+def ours(pid: int | None, marker: str | None = None, ident: str | None = None) -> bool:
+    """Is ``pid`` alive and still the process a record names: its command line contains
+    ``marker`` and (when the record has one) its :func:`identity` is the recorded one."""
+    if not alive(pid, marker):
+        return False
+    return ident is None or identity(pid) == ident
+
+
 def _proc_table() -> dict[int, tuple[int, str]]:
     """pid → (parent pid, state) of every process."""
     table = {}
@@ -148,7 +178,7 @@ def _proc_table() -> dict[int, tuple[int, str]]:
     return table
 
 
-def members(pid: int, folder: Path | None = None) -> set[int]:
+def members(pid: int | None, folder: Path | None = None) -> set[int]:
     """``pid``, its descendants, and (given ``folder``) every process working in ``folder``.
 
     BentoML's workers run in sessions of their own, so a process group does not hold them; and a
@@ -158,8 +188,8 @@ def members(pid: int, folder: Path | None = None) -> set[int]:
     children: dict[int, list[int]] = {}
     for child, (parent, _) in table.items():
         children.setdefault(parent, []).append(child)
-    found = {pid} if pid in table else set()
-    stack = [pid]
+    found = {pid} if pid is not None and pid in table else set()
+    stack = [pid] if pid is not None else []
     while stack:
         for child in children.get(stack.pop(), []):
             if child not in found:
@@ -178,31 +208,49 @@ def members(pid: int, folder: Path | None = None) -> set[int]:
     return {m for m in found if table.get(m, (0, "X"))[1] not in ("Z", "X")}
 
 
-def stop_group(pid: int | None, timeout: float = 20.0, folder: Path | None = None) -> None:
+def stop_group(
+    pid: int | None,
+    timeout: float = 20.0,
+    folder: Path | None = None,
+    *,
+    marker: str | None = None,
+    ident: str | None = None,
+) -> None:
     """Stop ``pid`` and everything it started (and, given ``folder``, every process working
     there): SIGTERM first, so BentoML finishes the requests in flight; SIGKILL what is left after
-    ``timeout``. Reaps ``pid`` if it is our child."""
+    ``timeout``. Reaps ``pid`` if it is our child.
+
+    ``marker`` / ``ident`` (see :func:`ours`) say which process a record meant: a pid that no
+    longer matches them (recycled, e.g. after a reboot) is someone else's and is not signalled,
+    nor its group or descendants; only the processes working in ``folder`` are stopped then."""
     if not pid:
         return
-    procs = members(pid, folder)
-    leader_alive = pid in procs
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+    mine = (marker is None and ident is None) or ours(pid, marker, ident)
+    leader: int | None = pid if mine else None
+    procs = members(leader, folder)
+    if not procs and leader is None:
+        return
+    leader_alive = leader is not None and leader in procs
+    if leader is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leader, signal.SIGTERM)
     if not leader_alive:  # nobody left to stop the workers gracefully: ask each one
         for member in procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(member, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _reap(pid)
+        if leader is not None:
+            _reap(leader)
         if not any(alive(m) for m in procs):
             return
         time.sleep(0.05)
-    for member in procs | members(pid, folder):
+    for member in procs | members(leader, folder):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(member, signal.SIGKILL)
     for _ in range(100):
-        _reap(pid)
+        if leader is not None:
+            _reap(leader)
         if not any(alive(m) for m in procs):
             return
         time.sleep(0.05)
@@ -237,7 +285,9 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
+        # HTTPException: something not HTTP holds the port (e.g. a ZeroMQ socket of BentoML's
+        # process manager, which binds random local ports): no answer from a server of ours.
         return None
 
 
@@ -245,7 +295,9 @@ def status(record: dict[str, Any]) -> str:
     """``up`` (proxy and backend alive, ``/readyz`` answers through the public port), ``down``
     (a recorded process is gone), or ``unhealthy`` (alive but not answering)."""
     proxy, backend = record.get("proxy") or {}, record.get("backend") or {}
-    if not alive(proxy.get("pid"), "crispml_bentoml._proxy") or not alive(backend.get("pid"), "bentoml"):
+    if not ours(proxy.get("pid"), PROXY_MARKER, proxy.get("ident")) or not ours(
+        backend.get("pid"), BACKEND_MARKER, backend.get("ident")
+    ):
         return "down"
     answer = http_get(f"{record['url']}/readyz", timeout=2.0)
     return "up" if answer is not None and answer[0] == 200 else "unhealthy"
