@@ -1,7 +1,10 @@
 """The bentoml plugin against real ``bentoml serve`` processes and real HTTP on 127.0.0.1.
 
-The tests share one deployment (``served``) and run in file order: deploy (by recipe) → bad
-input → redeploy under load → a refused version → rollback → faults → build → undeploy.
+The tests share one project with three registered versions of ``churn`` (1 the champion, 2 a
+challenger, 3 a coin flip no smoke test passes) and its deployment ``churn``, deployed by the
+recipe (``served``). Each test first brings that deployment to the state it needs
+(:func:`serving`), so any one of them passes alone; in file order the set-up is mostly a no-op.
+Everything a test starts is stopped at the end of the session, whatever happened.
 """
 
 from __future__ import annotations
@@ -67,9 +70,19 @@ class Served:
     port: int
     url: str
     run_id: str
+    home: Path
+    """``$HOME`` of every command the tests run: an empty folder that must stay empty."""
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(self.project)}
+    def cli(
+        self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "COLUMNS": "200",
+            "CRISPML_PROJECT": str(self.project),
+            "HOME": str(self.home),
+            **(env or {}),
+        }
         return subprocess.run(
             [CRISPML, *args], cwd=self.project, capture_output=True, text=True, timeout=timeout, env=env
         )
@@ -134,11 +147,11 @@ mlflow.set_registry_uri(uri)
 client = MlflowClient(uri, uri)
 exp = client.get_experiment_by_name("coin") or None
 exp_id = exp.experiment_id if exp else client.create_experiment("coin", artifact_location=artifacts)
-frame = pd.read_csv(data).drop(columns=["churned"]).head(5)
+frame = pd.read_csv(data).drop(columns=["churned"]).head(64)  # 64 flips: never agree by chance
 with mlflow.start_run(experiment_id=exp_id):
     info = mlflow.pyfunc.log_model(
         name="model", python_model=code, input_example=frame,
-        signature=infer_signature(frame, [0, 1, 0, 1, 0]), pip_requirements=["mlflow"],
+        signature=infer_signature(frame, [0, 1] * 32), pip_requirements=["mlflow"],
     )
 mv = client.create_model_version("churn", info.model_uri, run_id=info.run_id, model_id=info.model_id)
 print(mv.version)
@@ -148,6 +161,7 @@ print(mv.version)
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     project = tmp_path_factory.mktemp("bentoml-project")
+    home = tmp_path_factory.mktemp("bentoml-home")
     (project / ".crispml").mkdir()
     port = free_port()
     deploy = {"use": "bentoml", "name": "churn", "port": port, "prediction_log_mb": 0.02, "prediction_log_backups": 3}
@@ -158,7 +172,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (project / "recipe.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
     (project / "challenger.yaml").write_text(yaml.safe_dump(second, sort_keys=False))
     try:
-        served = Served(project=project, port=port, url=f"http://127.0.0.1:{port}", run_id="")
+        served = Served(project=project, port=port, url=f"http://127.0.0.1:{port}", run_id="", home=home)
         done = served.cli("run", "recipe.yaml")
         assert done.returncode == 0, done.stdout + done.stderr
         runs = sorted((project / ".crispml" / "runs").iterdir())
@@ -230,6 +244,49 @@ def predict(url: str, *rows: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
 
 def record(served: Served, name: str = "churn") -> dict[str, Any]:
     return json.loads((served.project / ".crispml" / "deployments" / name / "deployment.json").read_text())
+
+
+def deploy_version(served: Served, version: str) -> None:
+    done = served.cli("deploy", f"churn/{version}", "--name", "churn", "--port", str(served.port))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def serving(served: Served, version: str | None = None, previous: str | None = None) -> dict[str, Any]:
+    """Bring ``churn`` to serving ``version`` (any, if ``None``) with ``previous`` the last entry of
+    its history (if given), deploying what is missing; its record."""
+    path = served.project / ".crispml" / "deployments" / "churn" / "deployment.json"
+    rec = json.loads(path.read_text()) if path.is_file() else None
+    up = False
+    if rec is not None:
+        with contextlib.suppress(OSError):
+            up = predict(served.url)[0] == 200
+    history = [h["model"]["version"] for h in (rec or {}).get("history") or []]
+    if (
+        up
+        and rec is not None
+        and (version is None or rec["model"]["version"] == version)
+        and (previous is None or history[-1:] == [previous])
+    ):
+        return rec
+    if previous is not None:
+        deploy_version(served, previous)
+    deploy_version(served, version or "1")
+    return record(served)
+
+
+def other_version(rec: dict[str, Any]) -> str:
+    """A version of ``churn`` that passes the smoke gate and is not the one ``rec`` serves."""
+    return "2" if rec["model"]["version"] == "1" else "1"
+
+
+def newest_release(served: Served) -> Path:
+    releases = served.project / ".crispml" / "deployments" / "churn" / "releases"
+    return max(releases.iterdir(), key=lambda p: int(p.name.split("-", 1)[0]))
+
+
+def log_snapshot(served: Served) -> dict[str, bytes]:
+    folder = served.project / ".crispml" / "deployments" / "churn"
+    return {f.name: f.read_bytes() for f in folder.glob("predictions.jsonl*") if not f.name.endswith(".lock")}
 
 
 def listing(served: Served) -> list[dict[str, Any]]:
@@ -310,7 +367,7 @@ def test_recipe_without_register_needs_a_model(tmp_path: Path) -> None:
 
 
 def test_recipe_deploys_the_champion_with_lineage(served: Served) -> None:
-    rec = record(served)
+    rec = serving(served, "1")
     assert rec["model"]["version"] == "1" and rec["port"] == served.port
     status, headers, body = predict(served.url, ROW, {**ROW, "tenure_months": 70, "contract": "two-year"})
     assert status == 200, body
@@ -327,15 +384,17 @@ def test_recipe_deploys_the_champion_with_lineage(served: Served) -> None:
     assert deploy["status"] == "succeeded" and deploy["summary"]["model_uri"] == "models:/churn/1"
     assert model["run_id"] == manifest["links"]["mlflow_register_run_id"]
     assert hash_file(CHURN) in json.dumps(manifest["data"])
-    # The store lives in the project; nothing in the home directory.
+    # The store lives in the project; nothing in the home directory (every command, and so every
+    # process the deploy started, ran with HOME set to an empty folder).
     assert any((served.project / ".crispml" / "bentoml" / "models" / "churn").iterdir())
+    assert sorted(served.home.rglob("*")) == []
     (row,) = listing(served)
     assert row["status"] == "up" and row["model"] == "churn/1" and row["url"] == served.url
     assert row["pid"] == rec["proxy"]["pid"] and row["since"]
 
 
 def test_same_version_again_changes_nothing(served: Served) -> None:
-    before = record(served)
+    before = serving(served, "1")  # the champion
     done = served.cli("deploy", "churn@champion")
     assert done.returncode == 0, done.stderr
     assert "already serving churn/1" in done.stdout
@@ -363,6 +422,7 @@ BAD = {
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_is_a_4xx_with_a_message(served: Served, case: str) -> None:
+    serving(served)
     status, _, body = request(served.url, body=BAD[case])
     assert 400 <= status < 500, (status, body)
     assert isinstance(body, dict) and body.get("error"), body
@@ -371,7 +431,9 @@ def test_bad_input_is_a_4xx_with_a_message(served: Served, case: str) -> None:
 
 
 def test_server_survived_the_bad_input(served: Served) -> None:
-    rec = record(served)
+    rec = serving(served)
+    for body in BAD.values():
+        request(served.url, body=body)
     assert alive(rec["backend"]["pid"]) and alive(rec["proxy"]["pid"])
     assert listing(served)[0]["status"] == "up"
 
@@ -417,7 +479,7 @@ class Load(threading.Thread):
 
 
 def test_redeploy_under_load_has_no_downtime(served: Served) -> None:
-    before = record(served)
+    before = serving(served, "1")
     load = Load(served.url)
     load.start()
     try:
@@ -438,18 +500,25 @@ def test_redeploy_under_load_has_no_downtime(served: Served) -> None:
     time.sleep(0.5)
     assert not alive(before["backend"]["pid"]), "the old server must be stopped once drained"
     assert processes_working_in(Path(before["backend"]["release"])) == [], "and its workers"
-    assert [h["model"]["version"] for h in after["history"]] == ["1"]
+    assert [h["model"]["version"] for h in after["history"]][-1:] == ["1"]
     assert predict(served.url)[1]["x-crispml-model"] == "churn/2"
 
 
 def test_prediction_log_has_every_request_and_rotates(served: Served) -> None:
-    done = served.cli("predictions", "churn", "--tail", "3")
+    rec = serving(served)
+    label = f"churn/{rec['model']['version']}"
+    for i in range(200):  # past 4 files of 20 kB (prediction_log_mb: 0.02): the log rotates
+        assert predict(served.url, {**ROW, "tenure_months": i})[0] == 200
+    sent = [{**ROW, "tenure_months": 1000 + i, "support_calls": i % 7} for i in range(40)]
+    for row in sent:
+        status, _, body = predict(served.url, row)
+        assert status == 200, body
+    done = served.cli("predictions", "churn", "--tail", str(len(sent)))
     assert done.returncode == 0, done.stderr
     entries = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(entries) == 3
+    assert [e["inputs"] for e in entries] == [[row] for row in sent], "every request, in order, with its inputs"
     for entry in entries:
-        assert entry["model"] == "churn/2" and entry["deployment"] == "churn"
-        assert entry["inputs"] == [ROW]
+        assert entry["model"] == label and entry["deployment"] == "churn"
         assert entry["outputs"]["predictions"] in ([0], [1]) and entry["time"]
     folder = served.project / ".crispml" / "deployments" / "churn"
     files = sorted(folder.glob("predictions.jsonl*"))
@@ -458,30 +527,86 @@ def test_prediction_log_has_every_request_and_rotates(served: Served) -> None:
     assert "predictions.jsonl.4" not in names
     for f in files:
         assert f.stat().st_size <= 20_000 + 2_000
-    # The smoke tests' own requests are not production data.
-    assert all(json.loads(line)["inputs"] != [] for line in (folder / "predictions.jsonl").read_text().splitlines())
+
+
+def test_a_client_cannot_keep_its_request_out_of_the_log(served: Served) -> None:
+    """The smoke gate marks its own requests (to the backend directly) with ``x-crispml-smoke``;
+    the public port drops that header, so a client's request with it is logged all the same."""
+    serving(served)
+    row = {**ROW, "tenure_months": 4242}
+    status, _, body = request(
+        served.url, body=json.dumps({"records": [row]}).encode(), headers={"x-crispml-smoke": "1"}
+    )
+    assert status == 200, body
+    done = served.cli("predictions", "churn", "--tail", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inputs"] == [row]
 
 
 # -- the smoke gate ------------------------------------------------------------------------------
 
 
 def test_smoke_gate_refuses_a_model_that_predicts_differently(served: Served) -> None:
-    before = record(served)
+    before = serving(served)
+    label = f"churn/{before['model']['version']}"
     done = served.cli("deploy", "churn/3", "--name", "churn")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "smoke test" in done.stderr and "churn/3" in done.stderr
-    assert "still serving churn/2" in done.stderr
+    assert f"still serving {label}" in done.stderr
     after = record(served)
-    assert after["backend"]["pid"] == before["backend"]["pid"] and after["model"]["version"] == "2"
+    assert after["backend"]["pid"] == before["backend"]["pid"] and after["model"] == before["model"]
     assert after["last_rejected"]["model"]["version"] == "3"
     status, headers, _ = predict(served.url)
-    assert status == 200 and headers["x-crispml-model"] == "churn/2"
+    assert status == 200 and headers["x-crispml-model"] == label
     rejected = Path(after["last_rejected"]["release"])
     assert processes_naming(str(rejected)) == [], "the refused server must be stopped"
     assert processes_working_in(rejected) == [], "and its workers"
 
 
+def test_smoke_gate_refuses_a_server_that_never_gets_ready(served: Served) -> None:
+    before = serving(served)
+    label, other = f"churn/{before['model']['version']}", other_version(before)
+    done = served.cli("deploy", f"churn/{other}", "--name", "churn", "--ready-timeout", "0.5")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "/readyz" in done.stderr and f"still serving {label}" in done.stderr
+    assert "Traceback" not in done.stderr
+    after = record(served)
+    assert after["backend"] == before["backend"] and after["model"] == before["model"]
+    assert after["last_rejected"]["model"]["version"] == other
+    status, headers, _ = predict(served.url)
+    assert status == 200 and headers["x-crispml-model"] == label
+    rejected = Path(after["last_rejected"]["release"])
+    assert processes_naming(str(rejected)) == [] and processes_working_in(rejected) == []
+
+
+def test_a_switch_the_proxy_does_not_confirm_is_undone(served: Served) -> None:
+    """The proxy is frozen (SIGSTOP) during a deploy: the new backend passes the gate, but the
+    switch is never confirmed. The deploy fails, ``upstream.json`` points at the old backend
+    again and the new one is stopped, so once the proxy runs again it serves the old version."""
+    before = serving(served)
+    label, other = f"churn/{before['model']['version']}", other_version(before)
+    upstream = served.project / ".crispml" / "deployments" / "churn" / "upstream.json"
+    pointed = upstream.read_bytes()
+    proxy = before["proxy"]["pid"]
+    os.kill(proxy, signal.SIGSTOP)
+    try:
+        done = served.cli("deploy", f"churn/{other}", "--name", "churn")
+    finally:
+        os.kill(proxy, signal.SIGCONT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "did not switch" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert upstream.read_bytes() == pointed
+    assert record(served) == before
+    status, headers, body = predict(served.url)
+    assert status == 200 and headers["x-crispml-model"] == label, body
+    new = newest_release(served)
+    assert new.name.endswith(f"-v{other}") and str(new) != before["backend"]["release"]
+    assert processes_naming(str(new)) == [] and processes_working_in(new) == [], "the new server is stopped"
+    assert listing(served)[0]["status"] == "up"
+
+
 def test_stage_rejection_ends_the_run_rejected(served: Served) -> None:
+    before = serving(served)
     recipe = {
         "name": "deploy-coin",
         "load": {"use": "files", "path": str(CHURN), "target": "churned"},
@@ -490,20 +615,26 @@ def test_stage_rejection_ends_the_run_rejected(served: Served) -> None:
     (served.project / "coin.yaml").write_text(yaml.safe_dump(recipe))
     done = served.cli("run", "coin.yaml")
     assert done.returncode == 3, done.stdout + done.stderr
-    assert record(served)["model"]["version"] == "2"
-    assert predict(served.url)[1]["x-crispml-model"] == "churn/2"
+    assert record(served)["model"] == before["model"]
+    assert predict(served.url)[1]["x-crispml-model"] == f"churn/{before['model']['version']}"
 
 
 # -- rollback ------------------------------------------------------------------------------------
 
 
 def test_rollback_brings_the_previous_version_back(served: Served) -> None:
+    before = serving(served, "2", previous="1")
+    logged = log_snapshot(served)
     done = served.cli("deploy", "--rollback", "churn")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "serving churn/1" in done.stdout
+    # The smoke gate's own requests are not production data: nothing was logged.
+    assert log_snapshot(served) == logged
     status, headers, _ = predict(served.url)
     assert status == 200 and headers["x-crispml-model"] == "churn/1"
-    assert record(served)["history"] == []
+    assert record(served)["history"] == before["history"][:-1]
+    for _ in before["history"][:-1]:  # older history (only when tests ran out of order)
+        assert served.cli("deploy", "--rollback", "churn").returncode == 0
     done = served.cli("deploy", "--rollback", "churn")
     assert done.returncode == 2 and "no previous version" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -513,6 +644,7 @@ def test_rollback_brings_the_previous_version_back(served: Served) -> None:
 
 
 def test_port_in_use_is_a_clear_error_before_anything_starts(served: Served) -> None:
+    serving(served)
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
@@ -535,7 +667,7 @@ def test_port_in_use_is_a_clear_error_before_anything_starts(served: Served) -> 
     ],
 )
 def test_unknown_model_version_is_a_clear_error(served: Served, reference: str, message: str) -> None:
-    before = record(served)
+    before = serving(served)
     done = served.cli("deploy", reference, "--name", "churn")
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
@@ -543,12 +675,13 @@ def test_unknown_model_version_is_a_clear_error(served: Served, reference: str, 
 
 
 def test_moving_a_live_deployment_to_another_port_is_refused(served: Served) -> None:
+    serving(served)
     done = served.cli("deploy", "churn/2", "--name", "churn", "--port", str(free_port()))
     assert done.returncode == 2 and "undeploy it first" in done.stderr
 
 
 def test_a_dead_server_shows_down_and_a_deploy_recovers(served: Served) -> None:
-    rec = record(served)
+    rec = serving(served)
     crashed = [rec["backend"]["pid"], *processes_working_in(Path(rec["backend"]["release"]))]
     for pid in crashed:  # the server and its workers die at once, as in a crash
         os.kill(pid, signal.SIGKILL)
@@ -570,7 +703,16 @@ def test_a_dead_server_shows_down_and_a_deploy_recovers(served: Served) -> None:
 # -- build and undeploy --------------------------------------------------------------------------
 
 
+def test_a_build_that_takes_too_long_is_a_one_line_error(served: Served) -> None:
+    serving(served)
+    done = served.cli("build", "churn", env={"CRISPML_BENTOML_BUILD_TIMEOUT": "0.05"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "bentoml build did not finish within 0.05 s" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
 def test_build_makes_a_bento_with_model_and_pinned_requirements(served: Served) -> None:
+    serving(served)
     done = served.cli("build", "churn", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     tag = record(served)["bento"]["tag"]
@@ -595,7 +737,7 @@ def test_build_makes_a_bento_with_model_and_pinned_requirements(served: Served) 
 
 
 def test_undeploy_stops_everything(served: Served) -> None:
-    rec = record(served)
+    rec = serving(served)
     done = served.cli("undeploy", "churn")
     assert done.returncode == 0, done.stderr
     assert not alive(rec["proxy"]["pid"]) and not alive(rec["backend"]["pid"])
@@ -608,3 +750,83 @@ def test_undeploy_stops_everything(served: Served) -> None:
     assert done.returncode == 2 and "no deployment named 'churn'" in done.stderr
     done = served.cli("predictions", "churn", "--tail", "1")
     assert done.returncode == 0 and json.loads(done.stdout)["model"]
+
+
+# -- without a server: a stale record, an unreachable registry -----------------------------------
+
+
+def _cli(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CRISPML, *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CRISPML_PROJECT": str(project), **(env or {})},
+    )
+
+
+def test_undeploy_leaves_a_recycled_pid_alone(tmp_path: Path) -> None:
+    """A record from before a reboot names pids now held by unrelated processes: `undeploy`
+    must not signal them (nor their process groups)."""
+    project = tmp_path / "project"
+    folder = project / ".crispml" / "deployments" / "ghost"
+    release = folder / "releases" / "1-v1"
+    release.mkdir(parents=True)
+    # One impostor even has the proxy's name on its command line: only its start time differs.
+    impostors = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(300)", "crispml_bentoml._proxy", "bentoml"],
+            cwd=tmp_path,
+            start_new_session=True,
+        ),
+        subprocess.Popen(["sleep", "300"], cwd=tmp_path, start_new_session=True),
+    ]
+    try:
+        proxy, backend = impostors
+        rec = {
+            "name": "ghost",
+            "url": "http://127.0.0.1:9",
+            "host": "127.0.0.1",
+            "port": 9,
+            "since": "2020-01-01T00:00:00+00:00",
+            "model": {"name": "churn", "version": "1", "uri": "models:/churn/1"},
+            "proxy": {"pid": proxy.pid, "ident": "another-boot:12345", "log": str(folder / "proxy.log")},
+            "backend": {"pid": backend.pid, "port": 10, "log": str(release / "server.log"), "release": str(release)},
+            "history": [],
+        }
+        (folder / "deployment.json").write_text(json.dumps(rec))
+        done = _cli(project, "deployments", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)[0]["status"] == "down"
+        done = _cli(project, "undeploy", "ghost")
+        assert done.returncode == 0, done.stdout + done.stderr
+        time.sleep(0.5)
+        assert proxy.poll() is None and backend.poll() is None, "unrelated processes must survive"
+        assert not (folder / "deployment.json").exists()
+    finally:
+        for proc in impostors:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_an_unreachable_registry_is_a_bounded_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / ".crispml").mkdir()
+    closed = free_port()  # nothing listens there
+    started = time.monotonic()
+    done = _cli(
+        tmp_path,
+        "deploy",
+        "churn@champion",
+        "--port",
+        str(free_port()),
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed}"},
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert elapsed < 60, elapsed
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot resolve churn@champion" in lines[0] and f"127.0.0.1:{closed}" in lines[0]
+    assert not (tmp_path / ".crispml" / "deployments" / "churn" / "releases").exists()
