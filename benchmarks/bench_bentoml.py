@@ -155,6 +155,26 @@ def post_ok(url: str, path: str, body: bytes) -> bool:
         return False
 
 
+def stop(proc: subprocess.Popen[Any] | None, *, group: bool) -> None:
+    """SIGTERM (its process group, if it has one of its own), SIGKILL after 30 s; reaped."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+READY_TIMEOUT = 300.0
+
+
 def floor(project: Path) -> float:
     """Median seconds of one bare ``predict`` on one row (the served sklearn pipeline)."""
     code = (
@@ -210,7 +230,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         one = json.dumps({"records": [ROW]}).encode()
-        mlflow_proc = None
+        mlflow_proc: subprocess.Popen[bytes] | None = None
+        deploy: subprocess.Popen[str] | None = None
+        mlflow_log = None
         try:
             t0 = time.perf_counter()
             deploy = subprocess.Popen(
@@ -221,9 +243,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 stderr=subprocess.PIPE,
                 text=True,
             )
+            deadline = time.monotonic() + READY_TIMEOUT
             while not post_ok(url, "/predict", one):
                 if deploy.poll() not in (None, 0):
                     raise RuntimeError(deploy.communicate()[1])
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"crispml deploy: no answer at {url} within {READY_TIMEOUT:g} s")
                 time.sleep(0.02)
             results["deploy_to_first_answer_s"] = round(time.perf_counter() - t0, 2)
             out, err = deploy.communicate(timeout=120)
@@ -263,11 +288,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 start_new_session=True,
             )
             mbody = {"dataframe_records": [ROW]}
+            deadline = time.monotonic() + READY_TIMEOUT
             while not post_ok(murl, "/invocations", json.dumps(mbody).encode()):
                 if mlflow_proc.poll() is not None:
                     raise RuntimeError(
                         "mlflow models serve exited: " + (project / "mlflow-serve.log").read_text()[-3000:]
                     )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow models serve: no answer at {murl} within {READY_TIMEOUT:g} s")
                 time.sleep(0.05)
             results["mlflow_serve_to_first_answer_s"] = round(time.perf_counter() - t0, 2)
 
@@ -277,10 +305,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             results["mlflow models serve"] = run_load(murl, "/invocations", mbody, args)
             results["floor_predict_one_row_ms"] = round(floor(project) * 1000, 3)
         finally:
-            if mlflow_proc is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(mlflow_proc.pid, signal.SIGTERM)
-                mlflow_proc.wait(timeout=30)
+            stop(deploy, group=False)  # still running only if something above failed
+            stop(mlflow_proc, group=True)
+            if mlflow_log is not None:
+                mlflow_log.close()
             done = subprocess.run([CRISPML, "undeploy", "churn"], cwd=project, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"undeploy failed: {done.stderr.strip()}", file=sys.stderr)
