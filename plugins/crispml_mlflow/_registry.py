@@ -6,8 +6,11 @@ registered it and when, the gate's decision); a version that becomes champion ge
 replaces gets ``crispml.champion_until``. The registered model's ``crispml.champion_history``
 tag lists every promotion in order, which is what ``rollback`` walks back.
 
-The decision (read champion, compare, move the alias) runs under a per-model file lock, so two
-runs on one machine registering the same model at once cannot both "win" with stale reads.
+Registration (the lookup of an identical model already registered, logging, the new version,
+the decision: read champion, compare, move the alias) runs under a per-model file lock, so two
+runs on one machine registering the same model at once cannot both "win" with stale reads, nor
+both register one identical model. A champion move writes its audit tags and history first and
+the alias last, and undoes its earlier writes if one fails.
 """
 
 from __future__ import annotations
