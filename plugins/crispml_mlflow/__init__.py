@@ -115,9 +115,7 @@ class RegisterOptions(_Connection):
             return metric
         evaluate = steps.get("evaluate")
         if evaluate is None:
-            raise ValueError(
-                f"compare_on '{metric}' needs an evaluate step in the recipe to compute it"
-            )
+            raise ValueError(f"compare_on '{metric}' needs an evaluate step in the recipe to compute it")
         provided = evaluate.provided_metrics()
         if provided is not None and metric not in provided:
             raise ValueError(
@@ -172,9 +170,7 @@ def crispml_after_stage(
 
 
 @hookimpl
-def crispml_on_stage_error(
-    stage: str, plugin: str, error: BaseException, context: RunContext
-) -> None:
+def crispml_on_stage_error(stage: str, plugin: str, error: BaseException, context: RunContext) -> None:
     options = _tracker_options(context)
     if options is not None:
         from crispml_mlflow._tracking import on_stage_error

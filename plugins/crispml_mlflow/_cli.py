@@ -131,11 +131,16 @@ def ui(port: int) -> None:
     argv = [exe] if exe else [sys.executable, "-m", "mlflow"]
     argv += [
         "ui",
-        "--backend-store-uri", uri,
-        "--default-artifact-root", str(project / _backend.STORE_DIR / _backend.ARTIFACTS_DIR),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        str(project / _backend.STORE_DIR / _backend.ARTIFACTS_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     click.echo(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it", err=True)

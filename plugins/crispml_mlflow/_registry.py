@@ -74,9 +74,7 @@ def register(
     tracker = context.trackers.get("mlflow")
     uri_option = options.tracking_uri or getattr(tracker, "tracking_uri", None)
     uri = _backend.tracking_uri(uri_option, context.project_dir)
-    client = _backend.client(
-        uri, context.project_dir, timeout=options.timeout, max_retries=options.max_retries
-    )
+    client = _backend.client(uri, context.project_dir, timeout=options.timeout, max_retries=options.max_retries)
     _backend.check_reachable(client, uri, options.timeout, options.max_retries)
 
     # The model goes into the tracked MLflow run when there is one on this store; else into a
@@ -102,9 +100,7 @@ def register(
             context.links["mlflow_register_run_id"] = run_id
         try:
             info = _log_model(options, model, dataset, uri, str(run_id))
-            version = _register_and_decide(
-                client, options, context, info, str(run_id), dataset, evaluation, value
-            )
+            version = _register_and_decide(client, options, context, info, str(run_id), dataset, evaluation, value)
         except BaseException:
             if own_run:
                 client.set_terminated(run_id, "FAILED")
@@ -130,9 +126,10 @@ def _registered_as(
 ) -> ModelVersion | None:
     """The version already registered for this exact trained model, if any.
 
-    It is not registered twice; the run passes only if that version is the champion now. A
-    version the gate kept out (or a champion since replaced) carries a ``rejection``: re-running
-    an unchanged model must not turn an earlier "no" into a success."""
+    It is not registered twice; with a ``compare_on`` gate the run passes only if that version is
+    the champion now. A version the gate kept out (or a champion since replaced) carries a
+    ``rejection``: re-running an unchanged model must not turn an earlier "no" into a success.
+    Without ``compare_on`` there was no gate, and a re-run succeeds as the first run did."""
     if fingerprint is None:
         return None
     name = options.model_name
@@ -153,7 +150,8 @@ def _registered_as(
         if metric is not None and value is not None:
             metrics[metric] = value
         rejection = None
-        if CHAMPION not in aliases:
+        # Without compare_on there is no gate: registering is the outcome, and a re-run repeats it.
+        if CHAMPION not in aliases and options.compare_on is not None:
             champion = (model.aliases or {}).get(CHAMPION)
             now = f"champion is version {champion}" if champion is not None else "there is no champion"
             rejection = (
@@ -201,9 +199,7 @@ def requirements(model: TrainedModel, options: RegisterOptions) -> list[str]:
     return out
 
 
-def _log_model(
-    options: RegisterOptions, model: TrainedModel, dataset: Dataset, uri: str, run_id: str
-) -> Any:
+def _log_model(options: RegisterOptions, model: TrainedModel, dataset: Dataset, uri: str, run_id: str) -> Any:
     from mlflow.models import infer_signature
 
     example = model.input_example
@@ -308,9 +304,7 @@ def _ensure_registered_model(client: Any, name: str) -> None:
         if not _not_found(exc):
             raise
     try:
-        client.create_registered_model(
-            name, tags={"crispml.created_by": _backend.user(), "crispml.created_at": _now()}
-        )
+        client.create_registered_model(name, tags={"crispml.created_by": _backend.user(), "crispml.created_at": _now()})
     except MlflowException as exc:
         if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -347,9 +341,7 @@ def _register_and_decide(
 
     # Called under the per-model lock (see ``register``).
     _ensure_registered_model(client, name)
-    mv = client.create_model_version(
-        name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
-    )
+    mv = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
     version = str(mv.version)
     try:
         client.set_registered_model_alias(name, CHALLENGER, version)
@@ -465,9 +457,7 @@ class _Undoable:
         self.undos.clear()
 
 
-def set_champion(
-    client: Any, name: str, version: str, reason: str, *, by: str, run: str | None
-) -> None:
+def set_champion(client: Any, name: str, version: str, reason: str, *, by: str, run: str | None) -> None:
     """Move ``champion`` to ``version`` and record who, when, why and from which run.
 
     The audit tags and the history are written first and the alias moved last; if any write
@@ -524,8 +514,7 @@ def promote(client: Any, project_dir: Path, uri: str, name: str, version: str, r
                 raise
             known = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
             raise UsageError(
-                f"model '{name}' has no version {version} "
-                f"(versions: {', '.join(map(str, known)) or 'none'})"
+                f"model '{name}' has no version {version} (versions: {', '.join(map(str, known)) or 'none'})"
             ) from None
         current = champion_of(client, name)
         if current is not None and str(current.version) == version:
@@ -558,8 +547,7 @@ def rollback(client: Any, project_dir: Path, uri: str, name: str) -> tuple[str, 
             break
         if target is None:
             raise UsageError(
-                f"model '{name}' has no previous champion to roll back to "
-                f"(champion is version {current.version})"
+                f"model '{name}' has no previous champion to roll back to (champion is version {current.version})"
             )
         now = _now()
         by = _backend.user()
@@ -606,9 +594,7 @@ def list_models(client: Any) -> list[dict[str, Any]]:
         versions = []
         token = None
         while True:
-            page = client.search_model_versions(
-                f"name='{rm.name}'", max_results=10000, page_token=token
-            )
+            page = client.search_model_versions(f"name='{rm.name}'", max_results=10000, page_token=token)
             versions.extend(page)
             token = page.token
             if not token:
@@ -624,15 +610,11 @@ def list_models(client: Any) -> list[dict[str, Any]]:
                     "version": str(mv.version),
                     "aliases": sorted(set(mv.aliases or []) | set(by_version.get(str(mv.version), []))),
                     "metrics": {
-                        k.removeprefix(METRIC_TAG): float(v)
-                        for k, v in tags.items()
-                        if k.startswith(METRIC_TAG)
+                        k.removeprefix(METRIC_TAG): float(v) for k, v in tags.items() if k.startswith(METRIC_TAG)
                     },
                     "crispml_run_id": tags.get("crispml.run_id"),
                     "mlflow_run_id": mv.run_id,
-                    "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
-                        timespec="seconds"
-                    ),
+                    "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
                     "decision": tags.get("crispml.decision"),
                     "promotion_reason": tags.get("crispml.promotion_reason"),
                 }

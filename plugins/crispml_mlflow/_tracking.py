@@ -55,9 +55,7 @@ def connect(options: TrackingOptions, context: RunContext) -> tuple[Any, str]:
     uri = _backend.tracking_uri(options.tracking_uri, context.project_dir)
     key = (context.run_id, uri)
     if key not in _CLIENTS:
-        client = _backend.client(
-            uri, context.project_dir, timeout=options.timeout, max_retries=options.max_retries
-        )
+        client = _backend.client(uri, context.project_dir, timeout=options.timeout, max_retries=options.max_retries)
         _backend.check_reachable(client, uri, options.timeout, options.max_retries)
         _CLIENTS[key] = client
     return _CLIENTS[key], uri
@@ -133,9 +131,7 @@ def before_run(options: TrackingOptions, context: RunContext) -> None:
     context.links["mlflow_experiment_id"] = exp
     context.links["mlflow_tracking_uri"] = _backend.safe_uri(uri)
     if _backend.is_remote(uri):
-        context.links["mlflow_run_url"] = (
-            f"{_backend.safe_uri(uri).rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
-        )
+        context.links["mlflow_run_url"] = f"{_backend.safe_uri(uri).rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
     params = [Param(k, v) for k, v in params_of(context).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
@@ -234,9 +230,7 @@ def on_stage_error(
     )
 
 
-def after_run(
-    options: TrackingOptions, context: RunContext, status: str, error: BaseException | None
-) -> None:
+def after_run(options: TrackingOptions, context: RunContext, status: str, error: BaseException | None) -> None:
     from mlflow.entities import RunTag
 
     found = _run(options, context)

@@ -39,7 +39,11 @@ REGISTER = {"use": "mlflow", "model_name": "churn", "compare_on": "roc_auc", "mi
 
 def cli(project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
     return subprocess.run(
-        [CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout,
+        [CRISPML, *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
@@ -144,16 +148,26 @@ class SecretLoad:
         import pandas as pd
 
         frame = pd.read_csv(options.path)
-        return Dataset(frame=frame, target="churned", name="churn", source=options.path,
-                       fingerprint=hash_file(Path(options.path)))
+        return Dataset(
+            frame=frame, target="churned", name="churn", source=options.path, fingerprint=hash_file(Path(options.path))
+        )
 
 
 def test_secrets_never_reach_mlflow(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
-    load = {"use": "secret_load", "path": str(CHURN), "db_password": "hunter2-pw",
-            "api_token": "tok-S3CR3T", "options": {"aws_secret_access_key": "AKIA-S3CR3T"}}
+    load = {
+        "use": "secret_load",
+        "path": str(CHURN),
+        "db_password": "hunter2-pw",
+        "api_token": "tok-S3CR3T",
+        "options": {"aws_secret_access_key": "AKIA-S3CR3T"},
+    }
     # Extra run tags are masked by name too: a tag called api_token is *** whatever it holds.
-    tags = {"team": "risk", "api_token": "tag-tok-S3CR3T", "DB_Password": "tag-pw-S3CR3T",
-            "signing_key": "plain-looking-value"}
+    tags = {
+        "team": "risk",
+        "api_token": "tag-tok-S3CR3T",
+        "DB_Password": "tag-pw-S3CR3T",
+        "signing_key": "plain-looking-value",
+    }
     recipe = write_recipe(load=load, tracking={"mlflow": {"tags": tags}}, register=REGISTER)
     result = crispml.run(recipe, extra_plugins={"secret_load": SecretLoad()})
     assert result.status == "succeeded", result.error
@@ -170,8 +184,7 @@ def test_secrets_never_reach_mlflow(mlflow_project: Path, write_recipe: Callable
     for path in (mlflow_project / ".crispml").rglob("*"):
         if path.is_file() and "runs" not in path.relative_to(mlflow_project / ".crispml").parts:
             data = path.read_bytes()
-            for secret in (b"hunter2-pw", b"tok-S3CR3T", b"AKIA-S3CR3T", b"tag-pw-S3CR3T",
-                           b"plain-looking-value"):
+            for secret in (b"hunter2-pw", b"tok-S3CR3T", b"AKIA-S3CR3T", b"tag-pw-S3CR3T", b"plain-looking-value"):
                 assert secret not in data, f"{secret!r} leaked into {path}"
 
 
@@ -215,9 +228,22 @@ def test_rejected_and_failed_runs_are_recorded_with_their_outcome(
 # -- register: the champion/challenger gate --------------------------------------------------
 
 
-def test_register_champion_challenger_gate_and_audit(
+def test_without_compare_on_a_rerun_repeats_the_first_outcome(
     mlflow_project: Path, write_recipe: Callable[..., Path]
 ) -> None:
+    c = client(embedded(mlflow_project))
+    recipe = write_recipe(register={"use": "mlflow", "model_name": "nogate"})
+    assert crispml.run(recipe).status == "succeeded"  # the first model becomes champion
+    other = crispml.run(recipe, overrides=["train.params.C=0.5"])
+    assert other.status == "succeeded" and other["model_version"].promoted is False
+    again = crispml.run(recipe, overrides=["train.params.C=0.5"])
+    assert again.status == "succeeded", again.manifest["rejection"]  # no gate: nothing to fail
+    assert again["model_version"].version == "2"
+    assert len(c.search_model_versions("name='nogate'")) == 2
+    assert str(c.get_model_version_by_alias("nogate", "champion").version) == "1"
+
+
+def test_register_champion_challenger_gate_and_audit(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
     c = client(embedded(mlflow_project))
     recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
 
@@ -278,7 +304,9 @@ def test_register_champion_challenger_gate_and_audit(
 
 
 DUMMY = [  # roc_auc 0.5: a deliberately weak first champion (the evaluate gate is relaxed for it)
-    "train.estimator=sklearn.dummy.DummyClassifier", "train.params={}", "evaluate.gate.roc_auc=>= 0.0",
+    "train.estimator=sklearn.dummy.DummyClassifier",
+    "train.params={}",
+    "evaluate.gate.roc_auc=>= 0.0",
 ]
 
 
@@ -312,8 +340,9 @@ def test_a_better_challenger_is_promoted_with_its_audit_trail(
     # The replaced champion, re-run unchanged: rejected, with the decision that made it champion.
     again = crispml.run(recipe, overrides=DUMMY)
     assert again.status == "rejected"
-    assert "already version 1 of 'churn', and it is not the champion (champion is version 2)" in (
-        again.manifest["rejection"]
+    assert (
+        "already version 1 of 'churn', and it is not the champion (champion is version 2)"
+        in (again.manifest["rejection"])
     )
     assert "earlier decision: promoted: first model" in again.manifest["rejection"]
     assert len(c.search_model_versions("name='churn'")) == 2 and champion(c) == "2"
@@ -442,15 +471,25 @@ def test_cli_errors_are_one_line_in_a_real_process(mlflow_project: Path) -> None
     [
         ({"model_name": "churn/model"}, None, "register.model_name: invalid model name 'churn/model'"),
         ({"model_name": "bad name"}, None, "invalid model name 'bad name'"),
-        ({"model_name": "churn", "compare_on": "precision"}, None,
-         "register.compare_on: metric 'precision' is not computed by the evaluate step"),
-        ({"model_name": "churn", "compare_on": "roc_auc"}, "no-evaluate",
-         "compare_on 'roc_auc' needs an evaluate step"),
+        (
+            {"model_name": "churn", "compare_on": "precision"},
+            None,
+            "register.compare_on: metric 'precision' is not computed by the evaluate step",
+        ),
+        (
+            {"model_name": "churn", "compare_on": "roc_auc"},
+            "no-evaluate",
+            "compare_on 'roc_auc' needs an evaluate step",
+        ),
     ],
 )
 def test_bad_register_options_are_recipe_errors(
-    project: Path, write_recipe: Callable[..., Path], register: dict[str, Any],
-    evaluate_metrics: str | None, message: str, capsys: pytest.CaptureFixture[str],
+    project: Path,
+    write_recipe: Callable[..., Path],
+    register: dict[str, Any],
+    evaluate_metrics: str | None,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     changes: dict[str, Any] = {"register": {"use": "mlflow", **register}, "tracking": ["mlflow"]}
     if evaluate_metrics == "no-evaluate":
@@ -533,7 +572,10 @@ def test_two_runs_registering_at_once(mlflow_project: Path, write_recipe: Callab
     procs = [
         subprocess.Popen(
             [CRISPML, "run", str(recipe), "--no-cache", "--set", f"train.params.C={c}"],
-            cwd=mlflow_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=mlflow_project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for c in (0.001, 1.0)
     ]
@@ -559,7 +601,10 @@ def test_two_identical_runs_at_once_register_one_version(
     procs = [
         subprocess.Popen(
             [CRISPML, "run", str(recipe), "--no-cache"],
-            cwd=mlflow_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=mlflow_project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
@@ -591,7 +636,9 @@ def test_cli_run_keeps_state_in_the_project(
 
 @pytest.mark.services
 def test_tracking_and_registry_on_an_mlflow_server(
-    project: Path, write_recipe: Callable[..., Path], mlflow_server: str,
+    project: Path,
+    write_recipe: Callable[..., Path],
+    mlflow_server: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     register = {**REGISTER, "model_name": "churn_server"}
@@ -628,8 +675,11 @@ def test_ui_serves_the_embedded_store_on_localhost(mlflow_project: Path) -> None
     log = mlflow_project / "ui.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [CRISPML, "ui", "--port", str(port)], cwd=mlflow_project, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [CRISPML, "ui", "--port", str(port)],
+            cwd=mlflow_project,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 90
