@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         ValidationReport,
     )
     from crispml.runs import RunResult, check, resume, run
-    from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, find_project
+    from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
 
 _LAZY = {
     "RunContext": "crispml.context",
@@ -83,6 +83,7 @@ _LAZY = {
     "atomic_write_bytes": "crispml.store",
     "atomic_write_json": "crispml.store",
     "find_project": "crispml.store",
+    "file_lock": "crispml.store",
     "load_model": "crispml.models",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",

@@ -16,7 +16,6 @@ No backend here: ``crispml deployments`` reads records and probes pids and ports
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import json
 import os
@@ -30,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import crispml
 from crispml import UsageError, atomic_write_json
 
 STORE = ".crispml"
@@ -101,14 +101,8 @@ def require_record(project: Path, name: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def locked(project: Path, name: str) -> Iterator[None]:
     """One deploy, rollback or undeploy of ``name`` at a time on this machine."""
-    path = folder(project, name) / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with crispml.file_lock(folder(project, name) / ".lock"):
+        yield
 
 
 # -- processes ----------------------------------------------------------------------------------

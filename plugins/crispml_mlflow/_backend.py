@@ -7,7 +7,6 @@ environment it reads at import time (telemetry) is set.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib
 import logging
@@ -20,6 +19,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import crispml
 from crispml import CrispmlError
 
 EMBEDDED_DB = "mlflow.db"
@@ -121,16 +121,7 @@ def artifact_root(uri: str, project_dir: Path) -> str | None:
     return str(project_dir / STORE_DIR / ARTIFACTS_DIR)
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes on this machine (``fcntl.flock``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+file_lock = crispml.file_lock  # kept as a name here: _registry and the tests use it
 
 
 def lock_path(project_dir: Path, what: str) -> Path:
