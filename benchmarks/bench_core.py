@@ -9,6 +9,7 @@ machine's speed cancels out. Prints a Markdown table; docs/performance.md record
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -115,6 +116,16 @@ def main() -> None:
     )
     first = time.perf_counter() - t0
     cached = wall([CRISPML, "run", "recipe.yaml"], qs, args.repeat)
+    listed = subprocess.run(
+        [CRISPML, "runs", "--json", "--limit", "1"],
+        cwd=qs,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "CRISPML_PROJECT": str(qs)},
+    )
+    stages = json.loads(listed.stdout)[0]["stages"]
+    assert set(stages.values()) == {"cached"}, f"the re-run was not all cached: {stages}"
     rows.append(("quickstart, first `crispml run` (cold cache)", f"{first:.3f} s", "1.00"))
     rows.append(("quickstart, second run, every stage `cached`", f"{cached:.3f} s", f"{cached / first:.3f}"))
 
