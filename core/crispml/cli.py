@@ -70,12 +70,21 @@ def _print_json(value: Any) -> None:
 
 
 @cli.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def plugins(as_json: bool) -> None:
-    """List installed plugins: version, source, stages, hooks, backend status."""
+def plugins(recipe: str | None, as_json: bool) -> None:
+    """List installed plugins: version, source, stages, hooks, backend status.
+
+    With RECIPE, also the modules it names under `plugins:` (source: recipe).
+    """
     from crispml.plugins import get_plugins
 
-    infos = get_plugins().describe()
+    loaded = get_plugins()
+    if recipe is not None:
+        from crispml.runs import check as check_recipe
+
+        check_recipe(recipe, plugins=loaded)
+    infos = loaded.describe()
     if as_json:
         _print_json([i.as_json() for i in infos])
         return

@@ -215,3 +215,17 @@ def test_a_step_whose_plugin_lacks_its_backend_names_the_extra(project: Path) ->
         r"pip install 'crispml\[nope\]'",
     ):
         check(recipe, plugins=plugins_with({"needy": NeedsNothingInstalled()}))
+
+
+def test_plugins_with_a_recipe_lists_its_modules_as_source_recipe(project: Path) -> None:
+    (project / "mine.py").write_text(GOOD)
+    (project / "d.csv").write_text("a\n1\n")
+    (project / "r.yaml").write_text("name: r\nplugins: [mine]\nload: {use: files, path: d.csv}\nmonitor: {use: mine}\n")
+    proc = subprocess.run(
+        [CRISPML, "plugins", "r.yaml", "--json"], cwd=project, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = {p["name"]: p for p in json.loads(proc.stdout)}["mine"]
+    assert (info["source"], info["stages"]) == ("recipe", ["monitor"])
+    without = subprocess.run([CRISPML, "plugins", "--json"], cwd=project, capture_output=True, text=True, timeout=60)
+    assert "mine" not in {p["name"] for p in json.loads(without.stdout)}
