@@ -18,7 +18,8 @@ from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunCon
 __version__ = "0.1.0"
 
 
-def _format_of(path: Path, fmt: str) -> str:
+def file_format(path: Path, fmt: str = "auto") -> str:
+    """``csv`` or ``parquet``: ``fmt`` when given, else by the file's suffix."""
     if fmt != "auto":
         return fmt
     return "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
@@ -26,7 +27,7 @@ def _format_of(path: Path, fmt: str) -> str:
 
 def read_columns(path: Path, fmt: str = "auto", sep: str = ",") -> list[str]:
     """The column names of a data file, read from its header alone (cheap: no pandas)."""
-    if _format_of(path, fmt) == "parquet":
+    if file_format(path, fmt) == "parquet":
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
@@ -87,7 +88,7 @@ def crispml_load(options: LoadOptions, context: RunContext) -> Dataset:
     import pandas as pd
 
     path = options.path
-    if _format_of(path, options.format) == "parquet":
+    if file_format(path, options.format) == "parquet":
         frame = pd.read_parquet(path, **options.read_options)
     else:
         frame = pd.read_csv(path, **options.read_options)

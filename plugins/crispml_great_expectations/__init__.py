@@ -136,7 +136,7 @@ def _load_columns(load: Any) -> tuple[list[str], str] | None:
     read_options = getattr(load, "read_options", None) or {}
     if not isinstance(path, Path) or not path.is_file() or set(read_options) - {"sep"}:
         return None
-    from crispml_great_expectations._data import read_header
+    from crispml_files import read_columns as read_header
 
     try:
         return read_header(path, getattr(load, "format", "auto"), read_options.get("sep", ",")), path.name

@@ -1,28 +1,16 @@
-"""Reading data files for the plugin's commands (pandas is imported only by ``read_data``)."""
+"""Reading data files for the plugin's commands (pandas is imported only by ``read_data``).
+
+Formats and headers are the ``files`` plugin's (shipped with crispml): a batch is read the way a
+recipe's load step reads its data.
+"""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from crispml import UsageError
-
-
-def file_format(path: Path, fmt: str = "auto") -> str:
-    if fmt != "auto":
-        return fmt
-    return "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
-
-
-def read_header(path: Path, fmt: str = "auto", sep: str = ",") -> list[str]:
-    """A data file's column names, from its header alone."""
-    if file_format(path, fmt) == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    with path.open(newline="") as fh:
-        return next(csv.reader(fh, delimiter=sep), [])
+from crispml_files import file_format
 
 
 def read_data(path: Path, read_options: dict[str, Any] | None = None) -> Any:
