@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         TrainedModel,
         ValidationReport,
     )
+    from crispml.runner_api import finish_run, run_stage, start_run
     from crispml.runs import RunResult, check, resume, run
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
 
@@ -75,6 +76,9 @@ _LAZY = {
     "Result": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
+    "finish_run": "crispml.runner_api",
+    "run_stage": "crispml.runner_api",
+    "start_run": "crispml.runner_api",
     "RunResult": "crispml.runs",
     "check": "crispml.runs",
     "resume": "crispml.runs",

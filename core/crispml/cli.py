@@ -17,7 +17,7 @@ import click
 from crispml._version import __version__
 from crispml.errors import EXIT_FAILED, EXIT_USAGE, CrispmlError
 
-_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "recipes", "init")
+_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init")
 
 
 class _Group(click.Group):
@@ -166,6 +166,24 @@ def resume(run_id: str) -> None:
     from crispml.runs import resume as resume_run
 
     _finish(resume_run(run_id, plugins=_reporter()))
+
+
+@cli.command("run-stage")
+@click.argument("run_id")
+@click.argument("stage")
+def run_stage(run_id: str, stage: str) -> None:
+    """Run one STAGE of the started run RUN_ID in this process (for runners and workers).
+
+    Prints the stage's status; exits 0 when it succeeded, was cached or skipped, 3 when a gate
+    rejected it, 1 when it failed (it may be run again: a retry).
+    """
+    from crispml.runner_api import run_stage as run_one
+    from crispml.runs import _EXIT
+    from crispml.store import find_project
+
+    status = run_one(find_project(), run_id, stage, plugins=_reporter())
+    click.echo(status)
+    sys.exit(_EXIT.get(status, 0))
 
 
 # -- runs, show ----------------------------------------------------------------------------

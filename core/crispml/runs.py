@@ -40,7 +40,17 @@ class RunResult:
         return {s["name"]: s["status"] for s in self.manifest["stages"]}
 
     def __getitem__(self, output: str) -> Result:
-        """A result by its output name: ``dataset``, ``model``, ``evaluation``…"""
+        """A result by its output name: ``dataset``, ``model``, ``evaluation``…
+
+        A result another process produced (a runner's worker) is read from the run store."""
+        if output not in self.results:
+            from crispml.stages import PRODUCER
+
+            stage = PRODUCER.get(output)
+            stored = RunStore(self.run_dir.parents[2]).load_result(self.run_id, stage) if stage else None
+            if stored is None:
+                raise KeyError(output)
+            self.results[output] = stored
         return self.results[output]
 
 
@@ -107,6 +117,12 @@ def _recipe_dir(recipe: Recipe) -> Path:
 def _run(
     recipe: Recipe, overrides: list[str] | None, use_cache: bool, project: str | Path | None, plugins: Plugins
 ) -> RunResult:
+    return _execute(_new_plan(recipe, overrides, use_cache, project, plugins))
+
+
+def _new_plan(
+    recipe: Recipe, overrides: list[str] | None, use_cache: bool, project: str | Path | None, plugins: Plugins
+) -> RunPlan:
     resolved = resolve(recipe, plugins)
     store = RunStore(Path(project).resolve() if project else find_project())
     context = RunContext(
@@ -117,8 +133,7 @@ def _run(
         store=store,
         trackers=dict(resolved.trackers),
     )
-    plan = RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
-    return _execute(plan)
+    return RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
 
 
 def resume(
@@ -135,19 +150,27 @@ def resume(
         raise UsageError(f"run '{run_id}' already ended {manifest['status']}: nothing to resume")
     if manifest["status"] == "running" and _alive(manifest):
         raise UsageError(f"run '{run_id}' is still running (pid {manifest['pid']})")
-    if MASK in flatten(manifest["recipe"]).values():
-        raise UsageError(
-            f"run '{run_id}' had secrets written into its recipe (the manifest keeps them masked), so it "
-            "cannot be resumed: write secrets as ${env:NAME} and run the recipe again"
-        )
-    recipe = Recipe.from_dict(manifest["recipe"]).with_source(
-        Path(manifest["recipe_file"]) if manifest.get("recipe_file") else None
-    )
+    recipe = stored_recipe(run_id, manifest, "resumed")
     with on_path(Path(manifest["recipe_dir"])):
         return _resume(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins))
 
 
-def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunStore, plugins: Plugins) -> RunResult:
+def stored_recipe(run_id: str, manifest: dict[str, Any], doing: str) -> Recipe:
+    """The recipe a stored run ran, to carry it on (``doing``: "resumed", ...)."""
+    if MASK in flatten(manifest["recipe"]).values():
+        raise UsageError(
+            f"run '{run_id}' had secrets written into its recipe (the manifest keeps them masked), so it "
+            f"cannot be {doing}: write secrets as ${{env:NAME}} and run the recipe again"
+        )
+    return Recipe.from_dict(manifest["recipe"]).with_source(
+        Path(manifest["recipe_file"]) if manifest.get("recipe_file") else None
+    )
+
+
+def stored_plan(
+    run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunStore, plugins: Plugins, *, resumed: bool
+) -> RunPlan:
+    """A plan over a run already in the store (call inside ``on_path(manifest["recipe_dir"])``)."""
     resolved = resolve(recipe, plugins)
     context = RunContext(
         run_id=run_id,
@@ -157,15 +180,18 @@ def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunSto
         store=store,
         trackers=dict(resolved.trackers),
         links=dict(manifest.get("links") or {}),
-        resumed=True,
+        resumed=resumed,
     )
+    return RunPlan(resolved, context, use_cache=manifest.get("use_cache", True), manifest=manifest)
+
+
+def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunStore, plugins: Plugins) -> RunResult:
     for record in manifest["stages"]:
         if record["status"] not in DONE:
             record.update(status="pending", error=None)
     manifest.update(status="running", ended=None, error=None, rejection=None, pid=os.getpid())
     manifest["resumes"] = int(manifest.get("resumes", 0)) + 1
-    plan = RunPlan(resolved, context, use_cache=manifest.get("use_cache", True), manifest=manifest)
-    return _execute(plan)
+    return _execute(stored_plan(run_id, manifest, recipe, store, plugins, resumed=True))
 
 
 def _alive(manifest: dict[str, Any]) -> bool:
@@ -198,6 +224,10 @@ def _execute(plan: RunPlan) -> RunResult:
             plan.error = exc
         status = None
     status = plan.finish() if status is None or plan.manifest["status"] == "running" else status
+    return result_of(plan, status)
+
+
+def result_of(plan: RunPlan, status: str) -> RunResult:
     return RunResult(
         run_id=plan.context.run_id,
         status=status,

@@ -107,8 +107,11 @@ class RunStore:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    def manifest_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "manifest.json"
+
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
-        atomic_write_json(self.run_dir(run_id) / "manifest.json", manifest)
+        atomic_write_json(self.manifest_path(run_id), manifest)
 
     def read_manifest(self, run_id: str) -> dict[str, Any]:
         path = self.run_dir(run_id) / "manifest.json"
