@@ -181,7 +181,6 @@ def test_a_cached_stage_is_a_cached_task(project: Path, prefect_api: str, prefec
     assert all(t.state.type.value == "COMPLETED" for t in tasks.values())
 
 
-@pytest.mark.xfail(strict=True, reason="a retried stage re-runs only with the stages branch's retryable RunPlan")
 def test_a_stage_failing_twice_succeeds_on_its_third_attempt(
     project: Path, prefect_api: str, prefect_client: Any
 ) -> None:
@@ -196,7 +195,6 @@ def test_a_stage_failing_twice_succeeds_on_its_third_attempt(
     assert task.run_count == 3 and task.state.name == "Completed"
 
 
-@pytest.mark.xfail(strict=True, reason="a retried stage re-runs only with the stages branch's retryable RunPlan")
 def test_retries_run_out_and_the_run_fails_with_the_last_error(project: Path, prefect_api: str) -> None:
     recipe = write_recipe(project, runner=retrying(1), train={"fail_times": 9})
     result = crispml.run(recipe, project=project)
