@@ -148,6 +148,17 @@ def run_stages(plan: RunPlan, options: PrefectOptions) -> Any:
     return Completed(message="succeeded")
 
 
+def _rename_flow_run(flow_run_id: Any, run_id: str) -> None:
+    """A scheduled flow run gets a generated name; name it by the crispml run it holds."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run_id, name=run_id)
+    except Exception as exc:  # a name is a convenience: the manifest links the run anyway
+        log.warning("could not name flow run %s %s: %s", flow_run_id, run_id, one_line(exc))
+
+
 def _flush_logs() -> None:
     """Send the run's logs now, while the API (perhaps a temporary one) is still there."""
     from prefect.logging.handlers import APILogHandler
@@ -187,6 +198,7 @@ def execute(plan: RunPlan, options: PrefectOptions) -> str:
             from prefect.settings import PREFECT_API_URL
 
             link_flow_run(plan, current.flow_run.id, PREFECT_API_URL.value())
+            _rename_flow_run(current.flow_run.id, plan.context.run_id)
             run_stages(plan, options)
             return plan.finish()
     try:

@@ -147,8 +147,6 @@ def cli(project: Path, home: Path) -> Callable[..., subprocess.CompletedProcess[
             **(env or {}),
         }
         full.pop("PREFECT_HOME", None)
-        return subprocess.run(
-            [CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=full
-        )
+        return subprocess.run([CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=full)
 
     return run

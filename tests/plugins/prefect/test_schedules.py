@@ -1,0 +1,147 @@
+"""``crispml server``, ``crispml schedule`` and ``crispml schedules`` against a real ``prefect
+server`` (SQLite in the test project) and a real serve process. Bad inputs need no server: they
+are refused before anything reaches Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from prefect_steps import free_port, write_recipe
+
+
+def test_bad_schedule_inputs_are_one_line_usage_errors(project: Path, cli: Callable[..., Any]) -> None:
+    recipe = write_recipe(project)
+    cases = [
+        (["--cron", "61 * * * *"], "not a cron expression: minute 61 out of range"),
+        (["--cron", "0 3 * *"], "has 4 fields, expected 5"),
+        (["--cron", "0 25 * * *"], "hour 25 out of range"),
+        (["--cron", "0 3 * * mon-xyz"], "day of week 'xyz' is not a number"),
+        (["--cron", "0 3 * * *", "--interval", "1h"], "give exactly one of --cron EXPR or --interval DURATION"),
+        ([], "give exactly one of --cron EXPR or --interval DURATION"),
+        (["--interval", "30s"], "is under 60 s"),
+        (["--interval", "soon"], "expected a duration such as 90s, 30m, 1h or 2d"),
+        (["--interval", "1h", "--name", "no spaces"], "invalid schedule name"),
+        (["--interval", "1h", "--set", "train.nope=1"], "--set: train.nope: unknown option"),
+    ]
+    for args, expected in cases:
+        done = cli("schedule", str(recipe), *args, timeout=120)
+        assert done.returncode == 2, (args, done.stderr)
+        assert expected in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    bad = project / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(recipe.read_text()), "runner": {"use": "prefect", "retry": 1}}))
+    done = cli("schedule", str(bad), "--interval", "1h", timeout=120)
+    assert done.returncode == 2 and "bad.yaml:" in done.stderr and "runner.retry" in done.stderr
+    done = cli("schedules", "pause", "nightly", timeout=120)
+    assert done.returncode == 2 and "no schedule 'nightly' (schedules: none)" in done.stderr
+    assert not (project / ".crispml").exists()
+
+
+def test_server_refuses_a_port_in_use(project: Path, cli: Callable[..., Any]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("server", "start", "--port", str(port), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"crispml: error: port {port} is in use (crispml server start --port N)"
+    assert cli("server", "status").stdout.startswith("prefect server: stopped")
+
+
+def _flow_runs(cli: Callable[..., Any]) -> dict[str, Any]:
+    rows = json.loads(cli("schedules", "--json").stdout)
+    return {r["name"]: r for r in rows}
+
+
+def _count_runs(project: Path, api_url: str, deployment_id: str) -> int:
+    from crispml_prefect import _schedules
+
+    with _schedules.client(project, api_url) as api:
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        return len(
+            api.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                sort=FlowRunSort.ID_DESC,
+                limit=200,
+            )
+        )
+
+
+@pytest.mark.slow
+def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart(
+    project: Path, cli: Callable[..., Any], home: Path
+) -> None:
+    import psutil
+
+    recipe = write_recipe(project)
+    port = free_port()
+    try:
+        started = cli("server", "start", "--port", str(port), timeout=300)
+        assert started.returncode == 0, started.stderr
+        api_url = f"http://127.0.0.1:{port}/api"
+        again = cli("server", "start", "--port", str(port))
+        assert again.returncode == 0 and "already running" in again.stdout
+        status = json.loads(cli("server", "status", "--json").stdout)
+        assert status["status"] == "running" and status["api_url"] == api_url
+        server_pid = status["pid"]
+
+        env = {"PREFECT_API_URL": ""}  # the managed server, not the session's API
+        done = cli("schedule", str(recipe), "--interval", "60", "--name", "nightly", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "scheduled 'nightly'" in done.stdout
+        dup = cli("schedule", str(recipe), "--interval", "60", "--name", "nightly", env=env)
+        assert dup.returncode == 2 and "schedule 'nightly' exists" in dup.stderr
+        typo = cli("schedules", "pause", "nightl")
+        assert typo.returncode == 2 and typo.stderr.strip().endswith("no schedule 'nightl' (schedules: nightly)")
+
+        ran = cli("schedules", "run", "nightly", "--wait", "300", timeout=400)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "ended Completed" in ran.stdout
+        flow_run_id = ran.stdout.split("started flow run ")[1].split()[0]
+        manifests = [json.loads(p.read_text()) for p in (project / ".crispml" / "runs").glob("*/manifest.json")]
+        linked = [m for m in manifests if m["links"].get("prefect_flow_run_id") == flow_run_id]
+        assert len(linked) == 1 and linked[0]["status"] == "succeeded"
+        assert linked[0]["recipe"]["runner"]["use"] == "prefect"
+        assert linked[0]["links"]["prefect_flow_run_url"].startswith(f"http://127.0.0.1:{port}/runs/flow-run/")
+        assert f"flow run {linked[0]['run_id']} ended" in ran.stdout  # named by the crispml run id
+
+        rows = _flow_runs(cli)
+        assert rows["nightly"]["paused"] is False and rows["nightly"]["schedule"] == "every 1m"
+
+        # A second schedule restarts the serve process; the first stays active (not paused).
+        serve_before = json.loads((project / ".crispml" / "prefect" / "serve.json").read_text())["pid"]
+        other = cli("schedule", str(recipe), "--cron", "0 3 * * *", "--name", "other", env=env)
+        assert other.returncode == 0, other.stderr
+        serve_after = json.loads((project / ".crispml" / "prefect" / "serve.json").read_text())["pid"]
+        assert serve_after != serve_before and not psutil.pid_exists(serve_before)
+        rows = _flow_runs(cli)
+        assert rows["nightly"]["paused"] is False and rows["other"]["schedule"] == "cron 0 3 * * *"
+
+        paused = cli("schedules", "pause", "nightly")
+        assert paused.returncode == 0, paused.stderr
+        rows = _flow_runs(cli)
+        assert rows["nightly"]["paused"] is True and rows["nightly"]["next_run"] is None
+        deployment_id = rows["nightly"]["deployment_id"]
+        before = _count_runs(project, api_url, deployment_id)
+        time.sleep(75)  # past the interval and a scheduler loop
+        assert _count_runs(project, api_url, deployment_id) == before
+
+        deleted = cli("schedules", "delete", "other")
+        assert deleted.returncode == 0 and "other" not in _flow_runs(cli)
+    finally:
+        stopped = cli("server", "stop")
+    assert stopped.returncode == 0
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+    assert cli("server", "status").stdout.startswith("prefect server: stopped")
+    assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
