@@ -118,6 +118,8 @@ def attach_crispml_logger() -> None:
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter("  prefect: %(message)s"))
         runner.addHandler(handler)
+    import prefect.main  # noqa: F401  (sets Prefect's logging up: its handlers exist from here on)
+
     target = logging.getLogger(EXTRA_LOGGER)
     for handler in logging.getLogger("prefect.extra").handlers:
         if handler not in target.handlers:

@@ -148,6 +148,22 @@ def run_stages(plan: RunPlan, options: PrefectOptions) -> Any:
     return Completed(message="succeeded")
 
 
+def _close_earlier(flow_run_id: str, now: Any) -> None:
+    """A resumed run gets a new flow run; the one its killed process left ``Running`` is marked
+    ``Crashed`` (naming its successor), so Prefect's UI does not show it running forever."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            old = client.read_flow_run(flow_run_id)
+            if old.state is not None and not old.state.is_final():
+                message = f"its process ended without finishing; the crispml run resumed as flow run {now}"
+                client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+    except Exception as exc:  # the earlier flow run may live on another API: never fail the run
+        log.debug("could not close earlier flow run %s: %s", flow_run_id, exc)
+
+
 def _rename_flow_run(flow_run_id: Any, run_id: str) -> None:
     """A scheduled flow run gets a generated name; name it by the crispml run it holds."""
     from prefect.client.orchestration import get_client
@@ -161,10 +177,10 @@ def _rename_flow_run(flow_run_id: Any, run_id: str) -> None:
 
 def _flush_logs() -> None:
     """Send the run's logs now, while the API (perhaps a temporary one) is still there."""
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
 
     try:
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=5)
     except Exception as exc:  # logs are worth less than the run's outcome
         log.debug("could not flush Prefect logs: %s", exc)
 
@@ -217,10 +233,14 @@ def _in_new_flow_run(plan: RunPlan, options: PrefectOptions, project: Path) -> s
         from prefect import flow, tags
         from prefect.context import FlowRunContext
 
+        earlier = plan.context.links.get(LINK)
+
         def crispml() -> Any:
             ctx = FlowRunContext.get()
             if ctx is not None and ctx.flow_run is not None:
                 link_flow_run(plan, ctx.flow_run.id, api_url)
+                if earlier:
+                    _close_earlier(earlier, ctx.flow_run.id)
             return run_stages(plan, options)
 
         run_flow = flow(

@@ -136,17 +136,27 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cli(project: Path, home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full = {
-            **os.environ,
-            "COLUMNS": "200",
-            "CRISPML_PROJECT": str(project),
-            "HOME": str(home),
-            "MPLCONFIGDIR": str(project / ".mpl"),
-            **(env or {}),
-        }
-        full.pop("PREFECT_HOME", None)
-        return subprocess.run([CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=full)
+def cli_env(project: Path, home: Path) -> dict[str, str]:
+    """The environment of the commands a test runs (``PREFECT_HOME`` left to the runner)."""
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "CRISPML_PROJECT": str(project),
+        "HOME": str(home),
+        "MPLCONFIGDIR": str(project / ".mpl"),
+    }
+    env.pop("PREFECT_HOME", None)
+    return env
+
+
+@pytest.fixture
+def cli(project: Path, cli_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(
+        *args: str, timeout: float = 300, env: dict[str, str | None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``env`` adds variables; a ``None`` value removes one."""
+        full = {**cli_env, **(env or {})}
+        clean = {k: v for k, v in full.items() if v is not None}
+        return subprocess.run([CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=clean)
 
     return run

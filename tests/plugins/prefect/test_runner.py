@@ -9,6 +9,11 @@ manifests compared; the flow and task runs are read back with Prefect's client.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,8 @@ import pytest
 import crispml
 
 from prefect_steps import retrying, write_recipe
+
+CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 _VOLATILE = {"run_id", "started", "ended", "duration", "pid", "links", "environment", "recipe_file", "plugins"}
 _VOLATILE |= {"recipe_hash", "use_cache"}  # the recipes differ in their runner (and the cache is off)
@@ -47,6 +54,19 @@ def task_runs_of(client: Any, flow_run_id: Any) -> dict[str, Any]:
         sort=TaskRunSort.EXPECTED_START_TIME_ASC,
     )
     return {t.name: t for t in runs}
+
+
+def logs_of(client: Any, flow_run_id: Any) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    logs = client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+        limit=200,
+        offset=0,
+        sort=LogSort.TIMESTAMP_ASC,
+    )
+    return [entry.message for entry in logs]
 
 
 CASES = {
@@ -110,8 +130,13 @@ def test_a_stage_failing_twice_succeeds_on_its_third_attempt(
     train = next(s for s in result.manifest["stages"] if s["name"] == "train")
     assert train["status"] == "succeeded" and not train.get("error")
     assert len(train["attempts"]) == 3
-    task = task_runs_of(prefect_client, flow_run_of(prefect_client, result.manifest).id)["train"]
+    flow_run = flow_run_of(prefect_client, result.manifest)
+    task = task_runs_of(prefect_client, flow_run.id)["train"]
     assert task.run_count == 3 and task.state.name == "Completed"
+    # crispml's own lines reach the flow run's logs in Prefect (PREFECT_LOGGING_EXTRA_LOGGERS).
+    messages = logs_of(prefect_client, flow_run.id)
+    assert "stage train failed (attempt 1/3): RuntimeError: flaky backend, attempt 1; retrying in 0 s" in messages
+    assert "stage train failed (attempt 2/3): RuntimeError: flaky backend, attempt 2; retrying in 0 s" in messages
 
 
 def test_retries_run_out_and_the_run_fails_with_the_last_error(project: Path, prefect_api: str) -> None:
@@ -191,3 +216,68 @@ def test_a_stage_past_its_timeout_fails_and_resume_completes(
     assert manifest["resumes"] == 1
     assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
     assert (project / ".crispml" / "prefect").is_dir()
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _manifest(project: Path) -> dict[str, Any]:
+    runs = list((project / ".crispml" / "runs").glob("*/manifest.json"))
+    return json.loads(runs[0].read_text()) if runs else {}
+
+
+def test_a_run_killed_inside_a_stage_resumes_under_the_same_id(
+    project: Path, prefect_api: str, prefect_client: Any, cli: Callable[..., Any], cli_env: dict[str, str]
+) -> None:
+    recipe = write_recipe(project, train={"sleep": 120})
+    proc = subprocess.Popen(
+        [CRISPML, "run", str(recipe)], cwd=project, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+
+        def train_running() -> bool:
+            stages = {s["name"]: s["status"] for s in _manifest(project).get("stages", [])}
+            return stages.get("train") == "running"
+
+        _wait_for(train_running, 180, "the train stage to start")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    killed = _manifest(project)
+    assert killed["status"] == "running"
+    first_flow_run = killed["links"]["prefect_flow_run_id"]
+    (project / "fast").write_text("")
+    resumed = cli("resume", killed["run_id"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    done = _manifest(project)
+    assert done["run_id"] == killed["run_id"] and done["status"] == "succeeded"
+    assert {s["name"]: s["status"] for s in done["stages"]} == dict.fromkeys(("load", "train", "evaluate"), "succeeded")
+    assert done["links"]["prefect_flow_run_id"] != first_flow_run
+    # The killed process's flow run no longer claims to be running.
+    old = prefect_client.read_flow_run(first_flow_run)
+    assert old.state.type.value == "CRASHED", old.state
+    assert done["links"]["prefect_flow_run_id"] in old.state.message
+
+
+@pytest.mark.slow
+def test_the_ephemeral_api_keeps_its_state_in_the_project(project: Path, cli: Callable[..., Any], home: Path) -> None:
+    recipe = write_recipe(project)
+    done = cli("run", str(recipe), env={"PREFECT_API_URL": None}, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "using a temporary API" in done.stderr
+    manifest = _manifest(project)
+    assert manifest["status"] == "succeeded" and manifest["links"]["prefect_flow_run_id"]
+    assert "prefect_flow_run_url" not in manifest["links"]  # no server stays up to show it
+    assert (project / ".crispml" / "prefect" / "prefect.db").is_file()
+    assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
+    assert "Traceback" not in done.stderr and "INFO" not in done.stderr
