@@ -33,6 +33,9 @@ class PrefectOptions(Options):
     """A stage running longer fails (Prefect interrupts it; the run can be resumed)."""
     stages: dict[str, StageOptions] = Field(default_factory=dict)
     """Overrides by stage name; every name must be a stage of the recipe."""
+    heartbeat: bool | None = None
+    """Prefect's flow-run heartbeat (crash detection). Default: on with a server, off on the
+    ephemeral API, where nothing watches for crashes and a sync flow pays ~1 s per run for it."""
 
     @field_validator("stages")
     @classmethod

@@ -191,6 +191,7 @@ def link_flow_run(plan: RunPlan, flow_run_id: Any, api_url: str | None) -> None:
     ui = ui_url(api_url, flow_run_id)
     if ui:
         plan.context.links[UI_LINK] = ui
+        log.info("flow run %s", ui)
     plan.save()
 
 
@@ -227,7 +228,8 @@ def execute(plan: RunPlan, options: PrefectOptions) -> str:
 
 def _in_new_flow_run(plan: RunPlan, options: PrefectOptions, project: Path) -> str:
     api_url, kind = choose_api(project)
-    with prefect_settings(project, api_url=api_url, heartbeat=kind != "ephemeral"):
+    heartbeat = options.heartbeat if options.heartbeat is not None else kind != "ephemeral"
+    with prefect_settings(project, api_url=api_url, heartbeat=heartbeat):
         if kind == "ephemeral":
             log.info("no Prefect server: using a temporary API (10-25 s to start; `crispml server start` keeps one)")
         from prefect import flow, tags
