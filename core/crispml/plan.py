@@ -117,9 +117,7 @@ class RunPlan:
                 for n in sorted(used)
             },
             "data": {},
-            "stages": [
-                {"name": s.stage, "plugin": s.plugin, "status": "pending", "attempts": []} for s in r.steps
-            ],
+            "stages": [{"name": s.stage, "plugin": s.plugin, "status": "pending", "attempts": []} for s in r.steps],
             "rejection": None,
             "error": None,
             "links": self.context.links,
@@ -239,6 +237,9 @@ class RunPlan:
             )
         if isinstance(self.error, StageError) and self.error.stage == name:
             self.error = None  # a retry: this stage's earlier failure no longer ends the run
+        attempts = record.setdefault("attempts", [])
+        if attempts and attempts[-1]["duration"] is None and attempts[-1]["error"] is None:
+            attempts[-1]["error"] = "interrupted: the process running it ended before the stage did"
         now = _now()
         record.update(
             status="running",
@@ -249,7 +250,7 @@ class RunPlan:
             pid=os.getpid(),
             host=socket.gethostname(),
         )
-        record.setdefault("attempts", []).append({"started": now, "duration": None, "error": None})
+        attempts.append({"started": now, "duration": None, "error": None})
         return None
 
     def _blocked(self, manifest: dict[str, Any], name: str) -> bool:
