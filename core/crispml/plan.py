@@ -41,7 +41,7 @@ from crispml.fingerprint import (
     unchanged,
 )
 from crispml.gates import check_gates
-from crispml.plugins import module_of
+from crispml.plugins import imported_with, module_of
 from crispml.resolve import Resolved, ResolvedStep
 from crispml.results import Dataset, Result
 from crispml.split import apply_split
@@ -319,10 +319,12 @@ class RunPlan:
                 status = "succeeded"
                 result_file = self.store.save_result(self.context.run_id, name, result)
                 if spec.cacheable and step.cache:
+                    module = module_of(self.plugins.get(step.plugin))
+                    dynamic = imported_with(module.__name__) if module else frozenset()
                     code = code_dependencies(
-                        module_of(self.plugins.get(step.plugin)),
+                        module,
                         {self.context.project_dir, self.resolved.recipe_dir},
-                        (set(sys.modules) - loaded) | set(step.options.code_references()),
+                        (set(sys.modules) - loaded) | set(step.options.code_references()) | dynamic,
                     )
                     self.store.cache_put(key, result_file, code, self.store.artifact_dir(self.context.run_id, name))
             fingerprint = output_fingerprint(key, code, self.context.run_id)

@@ -235,6 +235,17 @@ _LAYOUTS = {
         "pkg.steps",
         "pkg/consts.py",
     ),
+    "importlib": (  # loaded by a computed name when the plugin module is imported
+        {
+            "steps.py": _TRAIN.format(
+                imports="import importlib\nscale = importlib.import_module('_'.join(['dyn', 'helpers'])).scale"
+            ),
+            "dyn_helpers.py": "from consts import FACTOR\n\ndef scale(v):\n    return v * FACTOR\n",
+            "consts.py": "FACTOR = 2\n",
+        },
+        "steps",
+        "consts.py",
+    ),
     "package": (
         {
             "steps.py": _TRAIN.format(imports="import mathlib\nscale = mathlib.scale"),
