@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -249,6 +250,7 @@ class RunPlan:
             reasons=None,
             pid=os.getpid(),
             host=socket.gethostname(),
+            thread=threading.get_ident(),
         )
         attempts.append({"started": now, "duration": None, "error": None})
         return None
@@ -441,8 +443,8 @@ class RunPlan:
             for record in manifest["stages"]:
                 if record["status"] in ("pending", "running"):
                     record["status"] = "skipped"
-                    record.pop("pid", None)
-                    record.pop("host", None)
+                    for key in ("pid", "host", "thread"):
+                        record.pop(key, None)
             self.error = self._run_error(manifest)
             self.rejection = self.rejection or _rejection(manifest)
             status = "failed" if self.error else "rejected" if self.rejection else "succeeded"
@@ -502,8 +504,8 @@ def _end_attempt(manifest: dict[str, Any], name: str, duration: float, error: st
     """Close the stage's current attempt; return its record (no longer held by a process)."""
     record = _record(manifest, name)
     record.update(duration=round(duration, 4), error=error)
-    record.pop("pid", None)
-    record.pop("host", None)
+    for key in ("pid", "host", "thread"):
+        record.pop(key, None)
     attempts = record.setdefault("attempts", [])
     if attempts:
         attempts[-1].update(duration=round(duration, 4), error=error)
@@ -518,9 +520,10 @@ def _rejection(manifest: dict[str, Any]) -> str | None:
 
 
 def running_elsewhere(record: dict[str, Any]) -> bool:
-    """True when a live process other than this one holds the stage (``running``)."""
+    """True when a live process, or another live thread of this one, holds the stage."""
     from crispml.runs import _alive
 
     if record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
-        return False
+        thread = record.get("thread")
+        return thread != threading.get_ident() and thread in {t.ident for t in threading.enumerate()}
     return _alive(record)

@@ -288,6 +288,11 @@ def test_the_same_stage_in_two_processes_at_once_is_refused(tmp_path: Path) -> N
         second = _cli(project, "run-stage", run_id, "train")
         assert second.returncode == 2 and second.stderr.count("\n") == 1
         assert f"stage 'train' of run '{run_id}' is already running (pid {first.pid}" in second.stderr
+        # The process that started the run is gone, but a stage of it runs: not "interrupted".
+        listed = json.loads(_cli(project, "runs", "--json").stdout)
+        assert listed[0]["run_id"] == run_id and listed[0]["status"] == "running"
+        resumed = _cli(project, "resume", run_id)
+        assert resumed.returncode == 2 and f"is still running (pid {first.pid})" in resumed.stderr
     finally:
         (project / "release").touch()
         _, err = first.communicate(timeout=120)

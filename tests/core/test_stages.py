@@ -220,3 +220,33 @@ def test_a_stage_that_failed_in_another_call_fails_the_finished_run(project: Pat
     error = "stage 'train' (plugin 'mean') failed: ConnectionError: backend went away (call 1)"
     assert result.manifest["error"] == error
     assert isinstance(result.error, StageError) and result.error.stage == "train"
+
+
+def test_the_same_stage_in_two_threads_at_once_is_refused(project: Path, table: TableLoader) -> None:
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(MeanModel):
+        @hookimpl
+        def crispml_train(self, options: TrainOptions, dataset: Any) -> TrainedModel:
+            started.set()
+            assert release.wait(60)
+            return super().crispml_train(options, dataset)
+
+    plugins = {"table": table, "mean": Slow()}
+    run_id = crispml.start_run(basic_recipe(), project=project, plugins=plugins_with(plugins))
+    crispml.run_stage(project, run_id, "load", plugins=plugins_with(plugins))
+    statuses: list[str] = []
+    first = threading.Thread(
+        target=lambda: statuses.append(crispml.run_stage(project, run_id, "train", plugins=plugins_with(plugins)))
+    )
+    first.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(UsageError, match=f"stage 'train' of run '{run_id}' is already running"):
+            crispml.run_stage(project, run_id, "train", plugins=plugins_with(plugins))
+    finally:
+        release.set()
+        first.join(60)
+    assert statuses == ["succeeded"]
