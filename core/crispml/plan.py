@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ from crispml.fingerprint import (
     unchanged,
 )
 from crispml.gates import check_gates
-from crispml.plugins import module_of
+from crispml.plugins import imported_with, module_of
 from crispml.resolve import Resolved, ResolvedStep
 from crispml.results import Dataset, Result
 from crispml.split import apply_split
@@ -117,9 +118,7 @@ class RunPlan:
                 for n in sorted(used)
             },
             "data": {},
-            "stages": [
-                {"name": s.stage, "plugin": s.plugin, "status": "pending", "attempts": []} for s in r.steps
-            ],
+            "stages": [{"name": s.stage, "plugin": s.plugin, "status": "pending", "attempts": []} for s in r.steps],
             "rejection": None,
             "error": None,
             "links": self.context.links,
@@ -239,6 +238,9 @@ class RunPlan:
             )
         if isinstance(self.error, StageError) and self.error.stage == name:
             self.error = None  # a retry: this stage's earlier failure no longer ends the run
+        attempts = record.setdefault("attempts", [])
+        if attempts and attempts[-1]["duration"] is None and attempts[-1]["error"] is None:
+            attempts[-1]["error"] = "interrupted: the process running it ended before the stage did"
         now = _now()
         record.update(
             status="running",
@@ -248,8 +250,9 @@ class RunPlan:
             reasons=None,
             pid=os.getpid(),
             host=socket.gethostname(),
+            thread=threading.get_ident(),
         )
-        record.setdefault("attempts", []).append({"started": now, "duration": None, "error": None})
+        attempts.append({"started": now, "duration": None, "error": None})
         return None
 
     def _blocked(self, manifest: dict[str, Any], name: str) -> bool:
@@ -318,10 +321,12 @@ class RunPlan:
                 status = "succeeded"
                 result_file = self.store.save_result(self.context.run_id, name, result)
                 if spec.cacheable and step.cache:
+                    module = module_of(self.plugins.get(step.plugin))
+                    dynamic = imported_with(module.__name__) if module else frozenset()
                     code = code_dependencies(
-                        module_of(self.plugins.get(step.plugin)),
+                        module,
                         {self.context.project_dir, self.resolved.recipe_dir},
-                        (set(sys.modules) - loaded) | set(step.options.code_references()),
+                        (set(sys.modules) - loaded) | set(step.options.code_references()) | dynamic,
                     )
                     self.store.cache_put(key, result_file, code, self.store.artifact_dir(self.context.run_id, name))
             fingerprint = output_fingerprint(key, code, self.context.run_id)
@@ -438,8 +443,8 @@ class RunPlan:
             for record in manifest["stages"]:
                 if record["status"] in ("pending", "running"):
                     record["status"] = "skipped"
-                    record.pop("pid", None)
-                    record.pop("host", None)
+                    for key in ("pid", "host", "thread"):
+                        record.pop(key, None)
             self.error = self._run_error(manifest)
             self.rejection = self.rejection or _rejection(manifest)
             status = "failed" if self.error else "rejected" if self.rejection else "succeeded"
@@ -499,8 +504,8 @@ def _end_attempt(manifest: dict[str, Any], name: str, duration: float, error: st
     """Close the stage's current attempt; return its record (no longer held by a process)."""
     record = _record(manifest, name)
     record.update(duration=round(duration, 4), error=error)
-    record.pop("pid", None)
-    record.pop("host", None)
+    for key in ("pid", "host", "thread"):
+        record.pop(key, None)
     attempts = record.setdefault("attempts", [])
     if attempts:
         attempts[-1].update(duration=round(duration, 4), error=error)
@@ -515,9 +520,10 @@ def _rejection(manifest: dict[str, Any]) -> str | None:
 
 
 def running_elsewhere(record: dict[str, Any]) -> bool:
-    """True when a live process other than this one holds the stage (``running``)."""
+    """True when a live process, or another live thread of this one, holds the stage."""
     from crispml.runs import _alive
 
     if record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
-        return False
+        thread = record.get("thread")
+        return thread != threading.get_ident() and thread in {t.ident for t in threading.enumerate()}
     return _alive(record)

@@ -148,8 +148,8 @@ def resume(
     manifest = store.read_manifest(run_id)
     if manifest["status"] in ("succeeded", "rejected"):
         raise UsageError(f"run '{run_id}' already ended {manifest['status']}: nothing to resume")
-    if manifest["status"] == "running" and _alive(manifest):
-        raise UsageError(f"run '{run_id}' is still running (pid {manifest['pid']})")
+    if manifest["status"] == "running" and _busy(manifest):
+        raise UsageError(f"run '{run_id}' is still running (pid {_busy(manifest)})")
     recipe = stored_recipe(run_id, manifest, "resumed")
     with on_path(Path(manifest["recipe_dir"])):
         return _resume(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins))
@@ -206,10 +206,17 @@ def _alive(manifest: dict[str, Any]) -> bool:
     return True
 
 
+def _busy(manifest: dict[str, Any]) -> int | None:
+    """The pid of a live process of the run — the one that started it, or one running one of
+    its stages (a runner's worker) — else ``None``."""
+    holders = [manifest, *(r for r in manifest.get("stages", []) if r.get("status") == "running" and r.get("pid"))]
+    return next((int(h["pid"]) for h in holders if _alive(h)), None)
+
+
 def run_state(manifest: dict[str, Any]) -> str:
-    """The status to show for a manifest: ``interrupted`` for a run whose process is gone."""
+    """The status to show for a manifest: ``interrupted`` for a run whose processes are gone."""
     status = str(manifest["status"])
-    if status == "running" and not _alive(manifest):
+    if status == "running" and not _busy(manifest):
         return "interrupted"
     return status
 
