@@ -33,7 +33,10 @@ def mask_url(url: str) -> str:
 
 
 def port_free(port: int) -> bool:
+    """Can a server listen on 127.0.0.1:``port``? (``SO_REUSEADDR`` as servers set it: a port a
+    stopped server left in TIME_WAIT is free, one another process listens on is not.)"""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

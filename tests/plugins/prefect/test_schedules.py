@@ -6,6 +6,7 @@ are refused before anything reaches Prefect.
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from prefect_steps import free_port, write_recipe
+from prefect_steps import free_port, require_service, write_recipe
 
 
 def test_bad_schedule_inputs_are_one_line_usage_errors(project: Path, cli: Callable[..., Any]) -> None:
@@ -78,6 +79,29 @@ def _count_runs(project: Path, api_url: str, deployment_id: str) -> int:
         )
 
 
+def _manifests(project: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in (project / ".crispml" / "runs").glob("*/manifest.json")]
+
+
+def _ui_retry(project: Path, api_url: str, flow_run_id: str, timeout: float = 300) -> None:
+    """What Prefect's UI does for "Retry": the flow run goes back to ``AwaitingRetry``; the serve
+    process runs it again under the same id. Waits until it has ended."""
+    from prefect.states import AwaitingRetry
+
+    from crispml_prefect import _schedules
+
+    with _schedules.client(project, api_url) as api:
+        api.set_flow_run_state(flow_run_id, AwaitingRetry(), force=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = api.read_flow_run(flow_run_id).state
+            if state is not None and state.is_final():
+                assert state.type.value == "COMPLETED", state
+                return
+            assert time.monotonic() < deadline, f"the retried flow run did not end: {state}"
+            time.sleep(1)
+
+
 @pytest.mark.slow
 def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart(
     project: Path, cli: Callable[..., Any], home: Path
@@ -96,7 +120,22 @@ def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart
         assert status["status"] == "running" and status["api_url"] == api_url
         server_pid = status["pid"]
 
-        env = {"PREFECT_API_URL": ""}  # the managed server, not the session's API
+        env = {"PREFECT_API_URL": None}  # the managed server, not the session's API
+
+        # A flow run retried from Prefect's UI resumes the crispml run it started.
+        flaky = write_recipe(project, name="flaky.yaml", train={"fail_times": 1})
+        assert cli("schedule", str(flaky), "--cron", "0 4 * * *", "--name", "flaky", env=env).returncode == 0
+        failed = cli("schedules", "run", "flaky", "--wait", "300", timeout=400)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "ended Failed" in failed.stdout and "flaky backend, attempt 1" in failed.stdout
+        retried_id = failed.stdout.split("started flow run ")[1].split()[0]
+        first = [m for m in _manifests(project) if m["links"].get("prefect_flow_run_id") == retried_id]
+        assert len(first) == 1 and first[0]["status"] == "failed"
+        _ui_retry(project, api_url, retried_id)
+        again = [m for m in _manifests(project) if m["links"].get("prefect_flow_run_id") == retried_id]
+        assert [m["run_id"] for m in again] == [first[0]["run_id"]]
+        assert again[0]["status"] == "succeeded" and again[0]["resumes"] == 1
+        assert cli("schedules", "delete", "flaky").returncode == 0
         done = cli("schedule", str(recipe), "--interval", "60", "--name", "nightly", env=env)
         assert done.returncode == 0, done.stderr
         assert "scheduled 'nightly'" in done.stdout
@@ -109,8 +148,7 @@ def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "ended Completed" in ran.stdout
         flow_run_id = ran.stdout.split("started flow run ")[1].split()[0]
-        manifests = [json.loads(p.read_text()) for p in (project / ".crispml" / "runs").glob("*/manifest.json")]
-        linked = [m for m in manifests if m["links"].get("prefect_flow_run_id") == flow_run_id]
+        linked = [m for m in _manifests(project) if m["links"].get("prefect_flow_run_id") == flow_run_id]
         assert len(linked) == 1 and linked[0]["status"] == "succeeded"
         assert linked[0]["recipe"]["runner"]["use"] == "prefect"
         assert linked[0]["links"]["prefect_flow_run_url"].startswith(f"http://127.0.0.1:{port}/runs/flow-run/")
@@ -144,4 +182,60 @@ def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart
     assert stopped.returncode == 0
     assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
     assert cli("server", "status").stdout.startswith("prefect server: stopped")
+    assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_a_schedule_on_a_server_backed_by_postgresql(project: Path, cli: Callable[..., Any], home: Path) -> None:
+    require_service("127.0.0.1", 5432, "PostgreSQL")
+    import psycopg2
+
+    admin = None
+    for user in ("postgres", "root"):
+        try:
+            admin = psycopg2.connect(host="127.0.0.1", port=5432, user=user, dbname="test")
+            break
+        except psycopg2.Error:
+            continue
+    assert admin is not None, "PostgreSQL answers but accepts neither user postgres nor root"
+    admin.autocommit = True
+    database = f"crispml_prefect_{secrets.token_hex(4)}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{database}"')
+    user = admin.info.user
+    url = f"postgresql+asyncpg://{user}@127.0.0.1:5432/{database}"
+    recipe = write_recipe(project)
+    port = free_port()
+    try:
+        started = cli("server", "start", "--port", str(port), "--database-url", url, timeout=300)
+        assert started.returncode == 0, started.stderr
+        status = json.loads(cli("server", "status", "--json").stdout)
+        assert status["status"] == "running" and database in status["database"]
+        env = {"PREFECT_API_URL": None}
+        assert cli("schedule", str(recipe), "--interval", "60", "--name", "nightly", env=env).returncode == 0
+        ran = cli("schedules", "run", "nightly", "--wait", "300", timeout=400)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        flow_run_id = ran.stdout.split("started flow run ")[1].split()[0]
+        linked = [m for m in _manifests(project) if m["links"].get("prefect_flow_run_id") == flow_run_id]
+        assert len(linked) == 1 and linked[0]["status"] == "succeeded"
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_database WHERE datname = %s",
+                (database,),
+            )
+            assert cur.fetchone() == (1,)
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user=user, dbname=database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT name FROM deployment")
+                assert ("nightly",) in cur.fetchall()  # the deployment lives in PostgreSQL
+        finally:
+            conn.close()
+        assert not (project / ".crispml" / "prefect" / "prefect.db").exists()
+    finally:
+        cli("server", "stop")
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
     assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
