@@ -134,6 +134,9 @@ def _api_for_schedules(project: Path, api_url: str | None) -> str:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field (repeatable).")
 @click.option("--replace", is_flag=True, help="Overwrite a schedule of the same name.")
 @click.option("--api-url", default=None, metavar="URL", help="A Prefect API elsewhere (default: the project's server).")
+@click.option(
+    "--work-pool", default=None, metavar="NAME", help="Run on an existing work pool's workers instead of serving here."
+)
 def schedule(
     recipe: str,
     cron: str | None,
@@ -142,6 +145,7 @@ def schedule(
     overrides: tuple[str, ...],
     replace: bool,
     api_url: str | None,
+    work_pool: str | None,
 ) -> None:
     """Run RECIPE on a schedule: a Prefect deployment, served from this machine."""
     import crispml
@@ -169,20 +173,25 @@ def schedule(
         "cron": cron_text,
         "interval": seconds,
         "paused": False,
+        "work_pool": work_pool,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if work_pool:
+        with _schedules.client(project, api) as client:
+            _schedules.check_work_pool(client, work_pool)
     with _schedules.lock(project):
         from crispml_prefect._env import prefect_settings
 
         with prefect_settings(project, api_url=api, heartbeat=True):
-            deployment_id = _schedules.deployment(project, name, entry).apply()
+            deployment_id = _schedules.deployment(project, name, entry).apply(work_pool_name=work_pool)
         record = _schedules.read(project)
         record["api_url"] = api
         record["schedules"][name] = {**entry, "deployment_id": str(deployment_id)}
         _schedules.write(project, record)
         _schedules.ensure_serving(project)
     when = f"cron '{cron_text}'" if cron_text else describe_interval(float(seconds or 0))
-    click.echo(f"scheduled '{name}': {recipe} {when} (deployment crispml/{name} on {api})")
+    where = f"run by work pool '{work_pool}'s workers" if work_pool else "served from this machine"
+    click.echo(f"scheduled '{name}': {recipe} {when} (deployment crispml/{name} on {api}, {where})")
 
 
 # -- schedules ------------------------------------------------------------------------------
@@ -216,6 +225,7 @@ def _rows(project: Path) -> list[dict[str, Any]]:
                     "last_state": last.state.name if last and last.state else None,
                     "run_id": last.name if last else None,
                     "deployment_id": str(dep.id) if dep is not None else None,
+                    "work_pool": entry.get("work_pool"),
                     "missing": dep is None,
                 }
             )
@@ -309,7 +319,7 @@ def schedules_run(name: str, wait: float) -> None:
 
     project = _project()
     api_url, _ = _deployment_id(project, name)
-    if not _schedules.serving(project)[0]:
+    if not _schedules.require(project, name).get("work_pool") and not _schedules.serving(project)[0]:
         _schedules.ensure_serving(project)
     with _schedules.client(project, api_url) as api:
         dep = _schedules.deployment_of(api, name)

@@ -86,9 +86,14 @@ def deployment(project: Path, name: str, entry: dict[str, Any]) -> Any:
     when: dict[str, Any] = (
         {"cron": entry["cron"]} if entry.get("cron") else {"interval": timedelta(seconds=float(entry["interval"]))}
     )
+    pool: dict[str, Any] = {}
+    if entry.get("work_pool"):
+        # Run by the pool's workers (`prefect worker start --pool NAME`), in the project folder.
+        pool = {"work_pool_name": entry["work_pool"], "job_variables": {"working_dir": str(project)}}
     return crispml_flow.to_deployment(
         name=name,
         **when,
+        **pool,
         paused=bool(entry.get("paused")),
         parameters={
             "recipe": entry["recipe"],
@@ -103,12 +108,17 @@ def deployment(project: Path, name: str, entry: dict[str, Any]) -> Any:
     )
 
 
+def served(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The schedules the project's serve process runs (those on a work pool have its workers)."""
+    return {n: e for n, e in record["schedules"].items() if not e.get("work_pool")}
+
+
 def digest(record: dict[str, Any]) -> str:
     """What the serve process serves: it restarts when this changes (pauses aside)."""
     material = {
         "api_url": record.get("api_url"),
         "schedules": {
-            n: {k: v for k, v in e.items() if k not in ("paused", "created")} for n, e in record["schedules"].items()
+            n: {k: v for k, v in e.items() if k not in ("paused", "created")} for n, e in served(record).items()
         },
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
@@ -126,7 +136,7 @@ def ensure_serving(project: Path, *, restart: bool = False) -> dict[str, Any] | 
     """Run one serve process for the recorded schedules (restart it when they changed)."""
     record = read(project)
     proc, state = serving(project)
-    if not record["schedules"]:
+    if not served(record):
         if proc is not None:
             stop_tree(proc)
         serve_path(project).unlink(missing_ok=True)
@@ -199,6 +209,21 @@ def client(project: Path, api_url: str) -> Any:
                 self._settings.__exit__(*exc)
 
     return _Client()
+
+
+def check_work_pool(api: Any, pool: str) -> None:
+    """A ``UsageError`` naming the pools there are when ``pool`` does not exist on the API."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        api.read_work_pool(pool)
+    except ObjectNotFound:
+        pools = sorted(p.name for p in api.read_work_pools(limit=200, offset=0))
+        known = ", ".join(pools) or "none"
+        raise UsageError(
+            f"no work pool '{pool}' (work pools: {known}; "
+            f"create one with: prefect work-pool create {pool} --type process)"
+        ) from None
 
 
 def deployment_of(api: Any, name: str) -> Any:

@@ -15,10 +15,10 @@ def main(argv: list[str]) -> int:
     project = Path(argv[0]).resolve()
     from prefect import serve
 
-    from crispml_prefect._schedules import deployment, read
+    from crispml_prefect._schedules import deployment, read, served
 
     record = read(project)
-    deployments = [deployment(project, name, entry) for name, entry in sorted(record["schedules"].items())]
+    deployments = [deployment(project, name, entry) for name, entry in sorted(served(record).items())]
     if not deployments:
         return 0
     serve(*deployments, pause_on_shutdown=False, print_starting_message=False)

@@ -5,9 +5,14 @@ are refused before anything reaches Prefect.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +22,8 @@ import pytest
 import yaml
 
 from prefect_steps import free_port, require_service, write_recipe
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 def test_bad_schedule_inputs_are_one_line_usage_errors(project: Path, cli: Callable[..., Any]) -> None:
@@ -102,6 +109,52 @@ def _ui_retry(project: Path, api_url: str, flow_run_id: str, timeout: float = 30
             time.sleep(1)
 
 
+def _schedule_on_a_work_pool(
+    project: Path, cli: Callable[..., Any], recipe: Path, api_url: str, env: dict[str, Any]
+) -> None:
+    """Past one machine: a deployment on an existing work pool, run by a real ``prefect worker``
+    (Prefect's own process, as it would run on another machine with the project reachable)."""
+    worker_home = project.parent / f"{project.name}-worker"
+    worker_home.mkdir()
+    worker_env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(worker_home), "HOME": str(worker_home)}
+    subprocess.run(
+        [PREFECT, "work-pool", "create", "far-pool", "--type", "process"],
+        env=worker_env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    missing = cli("schedule", str(recipe), "--interval", "1h", "--name", "far", "--work-pool", "nopool", env=env)
+    assert missing.returncode == 2 and "no work pool 'nopool' (work pools: far-pool;" in missing.stderr
+    made = cli("schedule", str(recipe), "--interval", "1h", "--name", "far", "--work-pool", "far-pool", env=env)
+    assert made.returncode == 0 and "run by work pool 'far-pool'" in made.stdout, made.stderr
+    assert _flow_runs(cli)["far"]["work_pool"] == "far-pool"
+    log = (worker_home / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "far-pool"],
+        env=worker_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        ran = cli("schedules", "run", "far", "--wait", "300", timeout=400)
+        assert ran.returncode == 0, ran.stdout + ran.stderr + (worker_home / "worker.log").read_text()[-3000:]
+        flow_run_id = ran.stdout.split("started flow run ")[1].split()[0]
+        linked = [m for m in _manifests(project) if m["links"].get("prefect_flow_run_id") == flow_run_id]
+        assert len(linked) == 1 and linked[0]["status"] == "succeeded"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        log.close()
+    assert cli("schedules", "delete", "far").returncode == 0
+
+
 @pytest.mark.slow
 def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart(
     project: Path, cli: Callable[..., Any], home: Path
@@ -177,6 +230,8 @@ def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart
 
         deleted = cli("schedules", "delete", "other")
         assert deleted.returncode == 0 and "other" not in _flow_runs(cli)
+
+        _schedule_on_a_work_pool(project, cli, recipe, api_url, env)
     finally:
         stopped = cli("server", "stop")
     assert stopped.returncode == 0
