@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crispml import StageError, UsageError
-from crispml_prefect._env import choose_api, prefect_settings
+from crispml_prefect._env import choose_api, healthy, prefect_settings
 from crispml_prefect._options import PrefectOptions, StageOptions
 
 if TYPE_CHECKING:
@@ -245,6 +245,9 @@ def execute(plan: RunPlan, options: PrefectOptions) -> str:
 
 def _in_new_flow_run(plan: RunPlan, options: PrefectOptions, project: Path) -> str:
     api_url, kind = choose_api(project)
+    if api_url and kind == "env" and not healthy(api_url, timeout=10):
+        # Prefect's client would retry for minutes; a run should say at once what is wrong.
+        raise RuntimeError(f"no Prefect API answers at PREFECT_API_URL={api_url} (waited 10 s)")
     heartbeat = options.heartbeat if options.heartbeat is not None else kind != "ephemeral"
     with prefect_settings(project, api_url=api_url, heartbeat=heartbeat):
         if kind == "ephemeral":

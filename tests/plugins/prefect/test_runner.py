@@ -281,3 +281,27 @@ def test_the_ephemeral_api_keeps_its_state_in_the_project(project: Path, cli: Ca
     assert (project / ".crispml" / "prefect" / "prefect.db").is_file()
     assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
     assert "Traceback" not in done.stderr and "INFO" not in done.stderr
+
+
+def test_a_silent_api_fails_the_run_in_one_line(project: Path, cli: Callable[..., Any]) -> None:
+    from prefect_steps import free_port
+
+    recipe = write_recipe(project)
+    silent = f"http://127.0.0.1:{free_port()}/api"
+    t0 = time.monotonic()
+    done = cli("run", str(recipe), env={"PREFECT_API_URL": silent}, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - t0 < 60
+    assert "Traceback" not in done.stderr
+    manifest = _manifest(project)
+    assert manifest["status"] == "failed"
+    assert manifest["error"] == (
+        f"runner 'prefect': RuntimeError: no Prefect API answers at PREFECT_API_URL={silent} (waited 10 s)"
+    )
+    assert {s["status"] for s in manifest["stages"]} == {"skipped"}
+    sched = cli("schedule", str(recipe), "--interval", "1h", "--api-url", silent, timeout=120)
+    assert sched.returncode == 1
+    assert sched.stderr.strip() == (
+        f"crispml: error: RuntimeError: no Prefect API answers at {silent} (waited 10 s) "
+        "(CRISPML_DEBUG=1 shows the traceback)"
+    )
