@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
+    from crispml.manifest import Attempt, Manifest, StageRecord
     from crispml.models import load_model
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
@@ -89,6 +90,9 @@ _LAZY = {
     "find_project": "crispml.store",
     "file_lock": "crispml.store",
     "load_model": "crispml.models",
+    "Attempt": "crispml.manifest",
+    "Manifest": "crispml.manifest",
+    "StageRecord": "crispml.manifest",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
 }

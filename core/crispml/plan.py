@@ -42,6 +42,7 @@ from crispml.fingerprint import (
     unchanged,
 )
 from crispml.gates import check_gates
+from crispml.manifest import Attempt, Manifest, StageRecord
 from crispml.plugins import imported_with, module_of
 from crispml.resolve import Resolved, ResolvedStep
 from crispml.results import Dataset, Result
@@ -68,7 +69,7 @@ class RunPlan:
         context: RunContext,
         *,
         use_cache: bool = True,
-        manifest: dict[str, Any] | None = None,
+        manifest: Manifest | None = None,
         overrides: list[str] | None = None,
     ) -> None:
         self.resolved = resolved
@@ -90,43 +91,42 @@ class RunPlan:
 
     # -- manifest ------------------------------------------------------------------------
 
-    def _new_manifest(self, overrides: list[str]) -> dict[str, Any]:
+    def _new_manifest(self, overrides: list[str]) -> Manifest:
         r = self.resolved
         used = {s.plugin for s in r.steps} | set(r.trackers) | {r.runner}
-        return {
-            "run_id": self.context.run_id,
-            "recipe_name": r.recipe.name,
-            "status": "running",
-            "started": _now(),
-            "ended": None,
-            "duration": None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "recipe": redact(r.recipe.to_dict()),
-            "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
-            "recipe_dir": str(r.recipe_dir),
-            "recipe_hash": hash_json(r.recipe.to_dict()),
-            "overrides": overrides,
-            "use_cache": self.use_cache,
-            "environment": environment(self.context.project_dir, r.backend_distributions()),
-            "plugins": {
-                n: {
-                    "version": self.plugins.infos[n].version,
-                    "source": self.plugins.infos[n].source,
-                    "module": self.plugins.infos[n].module,
-                }
-                for n in sorted(used)
-            },
-            "data": {},
-            "stages": [{"name": s.stage, "plugin": s.plugin, "status": "pending", "attempts": []} for s in r.steps],
-            "rejection": None,
-            "error": None,
-            "links": self.context.links,
-            "resumes": 0,
-        }
+        return Manifest.load(
+            {
+                "run_id": self.context.run_id,
+                "recipe_name": r.recipe.name,
+                "status": "running",
+                "started": _now(),
+                "ended": None,
+                "duration": None,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "recipe": redact(r.recipe.to_dict()),
+                "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
+                "recipe_dir": str(r.recipe_dir),
+                "recipe_hash": hash_json(r.recipe.to_dict()),
+                "overrides": overrides,
+                "use_cache": self.use_cache,
+                "environment": environment(self.context.project_dir, r.backend_distributions()),
+                "plugins": {
+                    n: {
+                        "version": self.plugins.infos[n].version,
+                        "source": self.plugins.infos[n].source,
+                        "module": self.plugins.infos[n].module,
+                    }
+                    for n in sorted(used)
+                },
+                "data": {},
+                "stages": [{"name": s.stage, "plugin": s.plugin} for s in r.steps],
+                "links": dict(self.context.links),
+            }
+        )
 
-    def _stage_record(self, name: str) -> dict[str, Any]:
-        return _record(self.manifest, name)
+    def _stage_record(self, name: str) -> StageRecord:
+        return self.manifest.stage(name)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -135,11 +135,11 @@ class RunPlan:
 
     def save(self) -> None:
         """Write the whole manifest as this process holds it: the run's owner, as the run starts."""
-        self.manifest["links"] = self.context.links
+        self.manifest.links = dict(self.context.links)
         with self._lock():
             self.store.write_manifest(self.context.run_id, self.manifest)
 
-    def _update(self, change: Callable[[dict[str, Any]], _T]) -> _T:
+    def _update(self, change: Callable[[Manifest], _T]) -> _T:
         """Apply ``change`` to the stored manifest and write it back, under the run's lock.
 
         Stages of one run may run in several processes at once (a runner's workers); each
@@ -152,9 +152,9 @@ class RunPlan:
             path = self.store.manifest_path(run_id)
             manifest = self.store.read_manifest(run_id) if path.is_file() else self.manifest
             value = change(manifest)
-            manifest["links"] = {**(manifest.get("links") or {}), **self.context.links}
+            manifest.links = {**manifest.links, **self.context.links}
             self.store.write_manifest(run_id, manifest)
-        self.context.links.update(manifest["links"])
+        self.context.links.update(manifest.links)
         self.manifest = manifest
         return value
 
@@ -211,58 +211,50 @@ class RunPlan:
             return verdict
         return self._execute(name, step)
 
-    def _claim(self, manifest: dict[str, Any], name: str, *, rerun: bool) -> str | None:
+    def _claim(self, manifest: Manifest, name: str, *, rerun: bool) -> str | None:
         """Decide, under the run's lock, whether ``name`` runs now; mark it running if it does.
 
         Returns ``None`` (run it), ``"reuse"`` (done before), or the status to return as is."""
-        record = _record(manifest, name)
-        status = record["status"]
+        record = manifest.stage(name)
+        status = record.status
         if status == "rejected":
             return "rejected"  # a rejection is an outcome, not a failure: never retried
         if status == "running" and running_elsewhere(record):
             raise UsageError(
                 f"stage '{name}' of run '{self.context.run_id}' is already running "
-                f"(pid {record.get('pid')} on {record.get('host')}): not starting it twice"
+                f"(pid {record.pid} on {record.host}): not starting it twice"
             )
         if status in DONE and not rerun:
             return "reuse"
         if self._blocked(manifest, name):
-            record["status"] = "skipped"
+            record.status = "skipped"
             return "skipped"
-        missing = [n for n in self.needs(name) if _record(manifest, n)["status"] not in DONE]
+        missing = [n for n in self.needs(name) if manifest.stage(n).status not in DONE]
         if missing:
-            state = _record(manifest, missing[0])["status"]
+            state = manifest.stage(missing[0]).status
             raise UsageError(
                 f"stage '{name}' needs stage '{missing[0]}', which has not run yet in run "
                 f"'{self.context.run_id}' (it is {state})"
             )
         if isinstance(self.error, StageError) and self.error.stage == name:
             self.error = None  # a retry: this stage's earlier failure no longer ends the run
-        attempts = record.setdefault("attempts", [])
-        if attempts and attempts[-1]["duration"] is None and attempts[-1]["error"] is None:
-            attempts[-1]["error"] = "interrupted: the process running it ended before the stage did"
+        last = record.attempts[-1] if record.attempts else None
+        if last is not None and last.duration is None and last.error is None:
+            last.error = "interrupted: the process running it ended before the stage did"
         now = _now()
-        record.update(
-            status="running",
-            started=now,
-            duration=None,
-            error=None,
-            reasons=None,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            thread=threading.get_ident(),
-        )
-        attempts.append({"started": now, "duration": None, "error": None})
+        record.status, record.started, record.duration, record.error, record.reasons = "running", now, None, None, None
+        record.pid, record.host, record.thread = os.getpid(), socket.gethostname(), threading.get_ident()
+        record.attempts.append(Attempt(started=now))
         return None
 
-    def _blocked(self, manifest: dict[str, Any], name: str) -> bool:
+    def _blocked(self, manifest: Manifest, name: str) -> bool:
         """True when ``name`` must not run: the run was rejected (nothing after a rejection
         runs), the runner itself failed, or a stage it needs failed or was skipped."""
-        if self.rejection is not None or any(r["status"] == "rejected" for r in manifest["stages"]):
+        if self.rejection is not None or any(r.status == "rejected" for r in manifest.stages):
             return True
         if self.error is not None and not isinstance(self.error, StageError):
             return True
-        return any(_record(manifest, n)["status"] in ("failed", "skipped") for n in self.needs(name))
+        return any(manifest.stage(n).status in ("failed", "skipped") for n in self.needs(name))
 
     def _stored(self, name: str) -> Result | None:
         output = BY_NAME[name].output
@@ -274,7 +266,7 @@ class RunPlan:
     def _reuse(self, name: str, step: ResolvedStep, stored: Result) -> str:
         """A stage done earlier in this run (before a resume, or by another process)."""
         record = self._stage_record(name)
-        self._accept(name, stored, record["fingerprint"])
+        self._accept(name, stored, str(record.fingerprint))
         self.fire("crispml_before_stage", stage=name, plugin=step.plugin, context=self.context)
         self.fire(
             "crispml_after_stage",
@@ -285,7 +277,7 @@ class RunPlan:
             duration=0.0,
             context=self.context,
         )
-        return str(record["status"])
+        return record.status
 
     def _inputs(self, name: str) -> dict[str, Any]:
         """The results ``name`` receives: from memory, else from the run store (a stage run by
@@ -303,7 +295,7 @@ class RunPlan:
                         f"the stored result of stage '{producer}' is missing "
                         f"({self.store.result_path(self.context.run_id, producer)})"
                     )
-                self._accept(producer, stored, self._stage_record(producer)["fingerprint"])
+                self._accept(producer, stored, str(self._stage_record(producer).fingerprint))
             inputs[output] = self.results[output]
         return inputs
 
@@ -340,17 +332,12 @@ class RunPlan:
             duration = time.perf_counter() - t0
             done: Result = result
 
-            def record_done(manifest: dict[str, Any]) -> None:
+            def record_done(manifest: Manifest) -> None:
                 record = _end_attempt(manifest, name, duration, None)
-                record.update(
-                    status=status,
-                    summary=done.summary(),
-                    fingerprint=fingerprint,
-                    gates=[str(g) for g in step.gates],
-                    reasons=reasons or None,
-                )
+                record.status, record.summary, record.fingerprint = status, done.summary(), fingerprint
+                record.gates, record.reasons = [str(g) for g in step.gates], reasons or None
                 if isinstance(done, Dataset):
-                    manifest["data"] = done.summary()
+                    manifest.data = done.summary()
 
             self._update(record_done)
             self.fire(
@@ -369,7 +356,11 @@ class RunPlan:
     def _fail(self, name: str, step: ResolvedStep, exc: Exception, duration: float) -> str:
         error = exc if isinstance(exc, StageError) else StageError(name, step.plugin, exc)
         self.error = error
-        self._update(lambda m: _end_attempt(m, name, duration, str(error)).update(status="failed"))
+
+        def record_failed(manifest: Manifest) -> None:
+            _end_attempt(manifest, name, duration, str(error)).status = "failed"
+
+        self._update(record_failed)
         try:
             self.fire("crispml_on_stage_error", stage=name, plugin=step.plugin, error=exc, context=self.context)
         finally:
@@ -437,29 +428,23 @@ class RunPlan:
         The outcome is read from the stored stage records, so a runner whose stages ran in
         other processes finishes the run with the same outcome as the local runner."""
 
-        def close(manifest: dict[str, Any]) -> str | None:
-            if manifest["status"] in ENDED:
+        def close(manifest: Manifest) -> str | None:
+            if manifest.status in ENDED:
                 return None
-            for record in manifest["stages"]:
-                if record["status"] in ("pending", "running"):
-                    record["status"] = "skipped"
-                    for key in ("pid", "host", "thread"):
-                        record.pop(key, None)
+            for record in manifest.stages:
+                if record.status in ("pending", "running"):
+                    record.status, record.pid, record.host, record.thread = "skipped", None, None, None
             self.error = self._run_error(manifest)
             self.rejection = self.rejection or _rejection(manifest)
             status = "failed" if self.error else "rejected" if self.rejection else "succeeded"
-            manifest.update(
-                status=status,
-                ended=_now(),
-                duration=round(time.perf_counter() - self._t0, 4),
-                rejection=self.rejection,
-                error=str(self.error) if self.error else None,
-            )
+            manifest.status, manifest.ended = status, _now()
+            manifest.duration = round(time.perf_counter() - self._t0, 4)
+            manifest.rejection, manifest.error = self.rejection, str(self.error) if self.error else None
             return status
 
         status = self._update(close)
         if status is None:
-            return str(self.manifest["status"])
+            return self.manifest.status
         try:
             self.fire("crispml_after_run", context=self.context, status=status, error=self.error)
         except Exception as exc:
@@ -467,18 +452,22 @@ class RunPlan:
             status = "failed"
             self.error = exc
             message = f"crispml_after_run: {type(exc).__name__}: {exc}"
-            self._update(lambda m: m.update(status=status, error=message))
+
+            def record_observer_failure(manifest: Manifest) -> None:
+                manifest.status, manifest.error = status, message
+
+            self._update(record_observer_failure)
         return status
 
-    def _run_error(self, manifest: dict[str, Any]) -> BaseException | None:
+    def _run_error(self, manifest: Manifest) -> BaseException | None:
         """The run's error: the runner's own, else the first stage whose last attempt failed."""
         if self.error is not None and not isinstance(self.error, StageError):
             return self.error
-        for record in manifest["stages"]:
-            if record["status"] == "failed":
-                if isinstance(self.error, StageError) and self.error.stage == record["name"]:
+        for record in manifest.stages:
+            if record.status == "failed":
+                if isinstance(self.error, StageError) and self.error.stage == record.name:
                     return self.error
-                return StageError.recorded(record["name"], record["plugin"], str(record.get("error")))
+                return StageError.recorded(record.name, record.plugin, str(record.error))
         return None
 
 
@@ -496,34 +485,27 @@ def output_fingerprint(key: str, code: dict[str, str] | None, run_id: str) -> st
     return hash_json([key, code])
 
 
-def _record(manifest: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(s for s in manifest["stages"] if s["name"] == name)
-
-
-def _end_attempt(manifest: dict[str, Any], name: str, duration: float, error: str | None) -> dict[str, Any]:
+def _end_attempt(manifest: Manifest, name: str, duration: float, error: str | None) -> StageRecord:
     """Close the stage's current attempt; return its record (no longer held by a process)."""
-    record = _record(manifest, name)
-    record.update(duration=round(duration, 4), error=error)
-    for key in ("pid", "host", "thread"):
-        record.pop(key, None)
-    attempts = record.setdefault("attempts", [])
-    if attempts:
-        attempts[-1].update(duration=round(duration, 4), error=error)
+    record = manifest.stage(name)
+    record.duration, record.error = round(duration, 4), error
+    record.pid, record.host, record.thread = None, None, None
+    if record.attempts:
+        record.attempts[-1].duration, record.attempts[-1].error = round(duration, 4), error
     return record
 
 
-def _rejection(manifest: dict[str, Any]) -> str | None:
-    for record in manifest["stages"]:
-        if record["status"] == "rejected":
-            return f"{record['name']}: " + "; ".join(record.get("reasons") or [])
+def _rejection(manifest: Manifest) -> str | None:
+    for record in manifest.stages:
+        if record.status == "rejected":
+            return f"{record.name}: " + "; ".join(record.reasons or [])
     return None
 
 
-def running_elsewhere(record: dict[str, Any]) -> bool:
+def running_elsewhere(record: StageRecord) -> bool:
     """True when a live process, or another live thread of this one, holds the stage."""
     from crispml.runs import _alive
 
-    if record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
-        thread = record.get("thread")
-        return thread != threading.get_ident() and thread in {t.ident for t in threading.enumerate()}
+    if record.pid == os.getpid() and record.host == socket.gethostname():
+        return record.thread != threading.get_ident() and record.thread in {t.ident for t in threading.enumerate()}
     return _alive(record)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from crispml.errors import UsageError
+from crispml.manifest import Manifest
 from crispml.plan import ENDED, running_elsewhere
 from crispml.plugins import Plugins
 from crispml.recipe import Recipe
@@ -56,7 +56,7 @@ def start_run(
     return plan.context.run_id
 
 
-def _open(project: str | Path | None, run_id: str) -> tuple[RunStore, dict[str, Any]]:
+def _open(project: str | Path | None, run_id: str) -> tuple[RunStore, Manifest]:
     store = RunStore(Path(project).resolve() if project else find_project())
     return store, store.read_manifest(run_id)
 
@@ -82,13 +82,13 @@ def run_stage(
         not run yet, or the same stage running in another live process now.
     """
     store, manifest = _open(project, run_id)
-    names = [r["name"] for r in manifest["stages"]]
+    names = [r.name for r in manifest.stages]
     if stage not in names:
         raise UsageError(f"run '{run_id}' has no stage '{stage}' (its stages: {', '.join(names)})")
-    if manifest["status"] in ENDED:
-        raise UsageError(f"run '{run_id}' already ended {manifest['status']}: its stages cannot run again")
+    if manifest.status in ENDED:
+        raise UsageError(f"run '{run_id}' already ended {manifest.status}: its stages cannot run again")
     recipe = stored_recipe(run_id, manifest, "run stage by stage")
-    with on_path(Path(manifest["recipe_dir"])):
+    with on_path(Path(manifest.recipe_dir)):
         plan = stored_plan(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins), resumed=False)
         return plan.run_stage(stage)
 
@@ -109,18 +109,18 @@ def finish_run(
     from crispml.runs import result_of
 
     store, manifest = _open(project, run_id)
-    if manifest["status"] in ENDED:
-        return RunResult(run_id, str(manifest["status"]), {}, manifest, store.run_dir(run_id))
-    busy = [r for r in manifest["stages"] if r["status"] == "running" and running_elsewhere(r)]
+    if manifest.status in ENDED:
+        return RunResult(run_id, manifest.status, {}, manifest, store.run_dir(run_id))
+    busy = [r for r in manifest.stages if r.status == "running" and running_elsewhere(r)]
     if busy:
         raise UsageError(
-            f"stage '{busy[0]['name']}' of run '{run_id}' is still running (pid {busy[0].get('pid')}): "
+            f"stage '{busy[0].name}' of run '{run_id}' is still running (pid {busy[0].pid}): "
             "finish the run when it has ended"
         )
     recipe = stored_recipe(run_id, manifest, "finished")
-    with on_path(Path(manifest["recipe_dir"])):
+    with on_path(Path(manifest.recipe_dir)):
         plan = stored_plan(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins), resumed=False)
         # The run's duration counts from its start, in whichever process that was.
-        started = datetime.fromisoformat(manifest["started"])
+        started = datetime.fromisoformat(manifest.started)
         plan._t0 = time.perf_counter() - (datetime.now(UTC) - started).total_seconds()
         return result_of(plan, plan.finish())

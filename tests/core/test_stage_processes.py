@@ -220,6 +220,16 @@ def test_bad_run_stage_calls_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert manifest.read_text() == before  # a refused call changes nothing
     assert "Traceback" not in unknown.stderr + stage.stderr + early.stderr
 
+    # A run id is a folder under runs/, never a path out of it.
+    outside = _cli(project, "run-stage", f"../runs/{run_id}", "load")
+    assert outside.returncode == 2 and outside.stderr.count("\n") == 1 and "not found" in outside.stderr
+    # A manifest cut short (not by crispml: its writes are atomic) or of another shape: one line.
+    for broken in (before[: len(before) // 2], '{"run_id": 1}', "\xff\xfe"):
+        manifest.write_text(broken, errors="surrogateescape")
+        bad = _cli(project, "run-stage", run_id, "load")
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+        assert f"{manifest}: not a crispml manifest" in bad.stderr and "Traceback" not in bad.stderr
+
 
 def _wait_for(condition: Any, what: str, timeout: float = 90) -> None:
     deadline = time.time() + timeout
