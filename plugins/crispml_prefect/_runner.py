@@ -72,16 +72,16 @@ def _record_interrupt(plan: RunPlan, stage: str, seconds: float | None, started:
     """Prefect's timeout raised ``CancelledError`` (a ``BaseException``) inside the stage, which the
     plan does not catch: record the stage ``failed`` with a ``TimeoutError`` so that the run ends
     failed and can be resumed."""
-    record = next(s for s in plan.manifest["stages"] if s["name"] == stage)
+    record = plan.manifest.stage(stage)
     step = plan.resolved.step(stage)
     plugin = step.plugin if step else "?"
     cause = TimeoutError(f"stage exceeded timeout_seconds={seconds:g}" if seconds else "stage was interrupted")
     error = StageError(stage, plugin, cause)
     duration = round(time.perf_counter() - started, 4)
-    record.update(status="failed", duration=duration, error=str(error))
-    attempts = record.setdefault("attempts", [])
-    if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict) and not attempts[-1].get("error"):
-        attempts[-1].update(duration=duration, error=str(error))
+    record.status, record.duration, record.error = "failed", duration, str(error)
+    record.pid = record.host = record.thread = None
+    if record.attempts and record.attempts[-1].error is None:
+        record.attempts[-1].duration, record.attempts[-1].error = duration, str(error)
     plan.error = error
     plan.save()
     plan.fire("crispml_on_stage_error", stage=stage, plugin=plugin, error=cause, context=plan.context)
@@ -151,17 +151,16 @@ def _run_stages(plan: RunPlan, options: PrefectOptions) -> Any:
         if plan.ended:
             break
         state = _stage_task(plan, stage, options.for_stage(stage))(return_state=True)
-        record = next(s for s in plan.manifest["stages"] if s["name"] == stage)
-        if state.is_failed() and plan.error is None and record["status"] != "failed":
+        if state.is_failed() and plan.error is None and plan.manifest.stage(stage).status != "failed":
             # The task failed outside the stage's code (Prefect itself, its API): the run
             # cannot go on as if the stage had run.
             plan.error = RuntimeError(f"stage {stage}: Prefect task run ended {state.name}: {one_line(state.message)}")
             break
     status = plan.finish()
     if status == "failed":
-        return Failed(message=one_line(plan.manifest.get("error") or plan.error))
+        return Failed(message=one_line(plan.manifest.error or plan.error))
     if status == "rejected":
-        return Completed(name="Rejected", message=one_line(plan.manifest.get("rejection")))
+        return Completed(name="Rejected", message=one_line(plan.manifest.rejection))
     return Completed(message="succeeded")
 
 
@@ -276,7 +275,7 @@ def _in_new_flow_run(plan: RunPlan, options: PrefectOptions, project: Path) -> s
         with tags(FLOW_NAME, f"recipe:{plan.resolved.recipe.name}"):
             state = run_flow(return_state=True)
         _flush_logs()
-    if plan.manifest["status"] == "running" and not plan.ended:
+    if plan.manifest.status == "running" and not plan.ended:
         # The flow run ended before the plan did (Prefect crashed or was cancelled): a failure.
         plan.error = RuntimeError(f"Prefect flow run ended {state.name}: {one_line(state.message)}")
     return plan.finish()

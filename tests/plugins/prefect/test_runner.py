@@ -32,6 +32,7 @@ _VOLATILE |= {"recipe_hash", "use_cache"}  # the recipes differ in their runner 
 
 def comparable(manifest: dict[str, Any]) -> dict[str, Any]:
     """A manifest without what differs between any two runs (ids, times) or names the runner."""
+    manifest = manifest.to_dict() if hasattr(manifest, "to_dict") else manifest
     out = {k: v for k, v in manifest.items() if k not in _VOLATILE}
     out["recipe"] = {k: v for k, v in manifest["recipe"].items() if k != "runner"}
     out["stages"] = [
