@@ -189,8 +189,12 @@ def stop_serving(project: Path) -> bool:
 
 def client(project: Path, api_url: str) -> Any:
     """A synchronous client on ``api_url`` (a context manager), Prefect's home in the project."""
-    from crispml_prefect._env import prepare_environment
+    from crispml_prefect._env import healthy, managed_api_url, prepare_environment
 
+    if not healthy(api_url, timeout=10):
+        # Prefect's client would retry for minutes before saying so.
+        hint = "crispml server start" if managed_api_url(project) is None else "is it running?"
+        raise RuntimeError(f"no Prefect API answers at {api_url} (waited 10 s; {hint})")
     prepare_environment(project)
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -237,6 +237,9 @@ def test_a_schedule_on_a_managed_server_runs_pauses_and_survives_a_serve_restart
     assert stopped.returncode == 0
     assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
     assert cli("server", "status").stdout.startswith("prefect server: stopped")
+    listed = cli("schedules")  # the schedules are recorded, their server is gone: one line, exit 1
+    assert listed.returncode == 1 and len(listed.stderr.strip().splitlines()) == 1
+    assert f"no Prefect API answers at {api_url} (waited 10 s; crispml server start)" in listed.stderr
     assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
 
 
