@@ -246,7 +246,14 @@ def test_the_same_stage_in_two_threads_at_once_is_refused(project: Path, table: 
         assert started.wait(60)
         with pytest.raises(UsageError, match=f"stage 'train' of run '{run_id}' is already running"):
             crispml.run_stage(project, run_id, "train", plugins=plugins_with(plugins))
+        with pytest.raises(UsageError, match=f"stage 'train' of run '{run_id}' is still running"):
+            crispml.finish_run(project, run_id, plugins=plugins_with(plugins))
     finally:
         release.set()
         first.join(60)
     assert statuses == ["succeeded"]
+    assert crispml.finish_run(project, run_id, plugins=plugins_with(plugins)).stage_status == {
+        "load": "succeeded",
+        "train": "succeeded",
+        "evaluate": "skipped",
+    }
