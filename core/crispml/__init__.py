@@ -16,7 +16,8 @@ from crispml._version import __version__
 if TYPE_CHECKING:
     from crispml._redact import flatten, redact
     from crispml.context import RunContext
-    from crispml.declarations import Backend, Declaration, ExistingPath, Options
+    from crispml.declarations import Backend, Declaration, ExistingPath, Options, RetrainPolicy
+    from crispml.durations import parse_duration
     from crispml.errors import (
         CrispmlError,
         MissingBackendError,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
     from crispml.models import load_model
+    from crispml.monitoring import MonitorResult, monitor
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
     from crispml.recipe import Recipe, Runner, Split, Step
@@ -51,6 +53,10 @@ _LAZY = {
     "Declaration": "crispml.declarations",
     "ExistingPath": "crispml.declarations",
     "Options": "crispml.declarations",
+    "RetrainPolicy": "crispml.declarations",
+    "parse_duration": "crispml.durations",
+    "MonitorResult": "crispml.monitoring",
+    "monitor": "crispml.monitoring",
     "CrispmlError": "crispml.errors",
     "MissingBackendError": "crispml.errors",
     "PluginError": "crispml.errors",

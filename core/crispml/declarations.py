@@ -38,12 +38,36 @@ class Options(BaseModel):
         import — is part of the step's cache key."""
         return []
 
+    def retrain_policy(self) -> RetrainPolicy | None:
+        """For a ``monitor`` step: when and how the core may retrain on drift (``None``: never).
+
+        Read by the core before a monitor runs (the overrides are checked against the recipe)
+        and after a :class:`crispml.MonitorReport` asks for a retrain.
+        """
+        return None
+
     def provided_metrics(self) -> list[str] | None:
         """The metric names this step's result will carry, if known before it runs.
 
         When known, a ``gate:`` naming any other metric is a recipe error. ``None``: unknown.
         """
         return None
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """How a monitor's drift becomes a training run (``crispml monitor``).
+
+    The core runs the recipe again without its monitor step, with ``overrides`` applied (as
+    ``--set`` would), once ``after`` consecutive monitor runs of the recipe drifted and no
+    retrain of it started in the last ``cooldown`` seconds; one retrain per recipe at a time.
+    """
+
+    overrides: tuple[str, ...] = ()
+    after: int = 1
+    cooldown: float = 0.0
+    source: str = "monitor.retrain"
+    """The recipe field the policy came from, for error messages."""
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:

@@ -193,6 +193,14 @@ class MonitorReport(Result):
 
     drift_detected: bool = False
     retrain: bool = False
+    """Set with ``drift_detected`` when the step asks for a retrain; the core decides whether
+    one runs (the step's :class:`crispml.RetrainPolicy`: ``after``, ``cooldown``, a lock)."""
+    headline: str = ""
+    """One line for the terminal: what was compared and what it showed
+    (``churn/3 · 1,840 requests · 3 of 7 columns drifted (0.43 < 0.5)``)."""
 
     def summary(self) -> dict[str, Any]:
-        return {"drift_detected": self.drift_detected, "retrain": self.retrain} | super().summary()
+        out: dict[str, Any] = {"drift_detected": self.drift_detected, "retrain": self.retrain}
+        if self.headline:
+            out["headline"] = self.headline
+        return out | super().summary()

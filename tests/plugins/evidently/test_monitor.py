@@ -1,0 +1,262 @@
+"""``crispml monitor`` with the evidently plugin on a real trained run (files + sklearn), using
+batches for the current data; the retrain loop and its guards against the real run store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+import crispml
+from crispml import RecipeError, UsageError
+
+QUICK = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
+FEATURES = [
+    "tenure_months",
+    "contract",
+    "internet",
+    "payment_method",
+    "monthly_charges",
+    "total_charges",
+    "support_calls",
+]
+
+
+def recipe_dict(**monitor: Any) -> dict[str, Any]:
+    return {
+        "name": "churn-monitored",
+        "split": {"test_size": 0.25, "seed": 42, "stratify": "churned"},
+        "load": {"use": "files", "path": "data/churn.csv", "target": "churned"},
+        "train": {"use": "sklearn", "params": {"max_iter": 500}},
+        "evaluate": {"use": "sklearn", "metrics": ["roc_auc"], "plots": False},
+        "monitor": {"use": "evidently", "min_rows": 50, **monitor},
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose recipe trained once (the reference run); copied per test."""
+    root = tmp_path_factory.mktemp("trained")
+    shutil.copytree(QUICK / "data", root / "data")
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_dict()))
+    data = recipe_dict()
+    del data["monitor"]
+    (root / "train.yaml").write_text(yaml.safe_dump(data))
+    result = crispml.run(root / "train.yaml", project=root)
+    assert result.status == "succeeded", result.manifest
+    return root
+
+
+@pytest.fixture
+def proj(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    target = tmp_path / "p"
+    shutil.copytree(trained, target)
+    monkeypatch.chdir(target)
+    monkeypatch.setenv("CRISPML_PROJECT", str(target))
+    return target
+
+
+def write(proj: Path, name: str = "recipe.yaml", **monitor: Any) -> Path:
+    path = proj / name
+    path.write_text(yaml.safe_dump(recipe_dict(**monitor)))
+    return path
+
+
+def batch(proj: Path, name: str, shift: Callable[[pd.DataFrame], None] | None = None, rows: int = 400) -> Path:
+    frame = pd.read_csv(proj / "data" / "churn.csv").drop(columns="churned").sample(rows, random_state=len(name))
+    if shift:
+        shift(frame)
+    path = proj / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def big_shift(frame: pd.DataFrame) -> None:
+    frame["tenure_months"] *= 3
+    frame["monthly_charges"] += 100
+    frame["total_charges"] += 5000
+    frame["support_calls"] += 5
+    frame["contract"] = "month-to-month"
+
+
+def test_an_unshifted_batch_does_not_drift(proj: Path) -> None:
+    result = crispml.monitor(write(proj), batch=batch(proj, "same.csv"))
+    assert result.exit_code == 0, result.line()
+    manifest = result.monitor.manifest
+    assert manifest["kind"] == "monitor" and [s["name"] for s in manifest["stages"]] == ["monitor"]
+    report = result.report
+    assert report is not None and not report.drift_detected and report.metrics["current_rows"] == 400
+    assert "→ no drift" in result.line() and "0 of 7 columns drifted" in result.line()
+    drift = json.loads((result.monitor.run_dir / "artifacts" / "monitor" / "drift.json").read_text())
+    assert drift["reference"]["training_run"] != result.monitor.run_id
+    assert drift["reference"]["rows"] == 1500  # the training split, not all 2,000 rows
+    assert set(drift["columns"]) == set(FEATURES)
+    assert drift["prediction"]["type"] == "categorical"  # the model's predictions on both sides
+
+
+def test_a_shifted_batch_drifts_exit_3_with_on_drift_report(proj: Path) -> None:
+    result = crispml.monitor(write(proj), batch=batch(proj, "shifted.csv", big_shift))
+    assert result.exit_code == 3 and result.retrain is None
+    assert result.report is not None and result.report.drift_detected
+    assert result.report.metrics["drifted_columns"] >= 4
+    assert "drift:" in result.line() and "≥ 0.5" in result.line()
+
+
+def test_fewer_than_min_rows_is_said_and_exit_0(proj: Path) -> None:
+    result = crispml.monitor(write(proj, min_rows=500), batch=batch(proj, "small.csv", big_shift, rows=120))
+    assert result.exit_code == 0 and "fewer than min_rows (500)" in result.line()
+
+
+def test_an_empty_batch_is_no_production_data(proj: Path) -> None:
+    path = proj / "empty.csv"
+    path.write_text(",".join(FEATURES) + "\n")
+    result = crispml.monitor(write(proj), batch=path)
+    assert result.exit_code == 0 and "no production data in the window" in result.line()
+
+
+def test_drift_retrains_and_the_runs_link_both_ways(proj: Path) -> None:
+    recipe = write(proj, on_drift="retrain", retrain={"set": ["train.params.C=0.5"]})
+    result = crispml.monitor(recipe, batch=batch(proj, "shifted.csv", big_shift))
+    assert result.retrain is not None and result.exit_code == result.retrain.exit_code == 0
+    retrain = result.retrain.manifest
+    assert retrain["trigger"]["monitor_run"] == result.monitor.run_id
+    assert retrain["trigger"]["drift_share"] == result.report.metrics["drift_share"]  # type: ignore[union-attr]
+    assert "monitor" not in [s["name"] for s in retrain["stages"]]
+    assert retrain["recipe"]["train"]["params"]["C"] == 0.5
+    stored = crispml.RunStore(proj).read_manifest(result.monitor.run_id)
+    assert stored["links"]["retrain_run"] == result.retrain.run_id
+
+
+def test_no_retrain_flag_reports_only(proj: Path) -> None:
+    recipe = write(proj, on_drift="retrain")
+    result = crispml.monitor(recipe, batch=batch(proj, "shifted.csv", big_shift), no_retrain=True)
+    assert result.exit_code == 3 and result.retrain is None and "--no-retrain" in result.line()
+
+
+def test_after_waits_for_consecutive_drifting_monitors(proj: Path) -> None:
+    recipe = write(proj, on_drift="retrain", retrain={"after": 2})
+    shifted, same = batch(proj, "shifted.csv", big_shift), batch(proj, "same.csv")
+    first = crispml.monitor(recipe, batch=shifted)
+    assert first.retrain is None and "1 of 2 consecutive" in (first.held or "") and first.exit_code == 3
+    time.sleep(1.1)  # run ids sort by the second
+    assert crispml.monitor(recipe, batch=same).exit_code == 0  # breaks the streak
+    time.sleep(1.1)
+    again = crispml.monitor(recipe, batch=shifted)
+    assert again.retrain is None and "1 of 2" in (again.held or "")
+    time.sleep(1.1)
+    third = crispml.monitor(recipe, batch=shifted)
+    assert third.retrain is not None and third.held is None
+
+
+def test_cooldown_holds_a_second_retrain(proj: Path) -> None:
+    recipe = write(proj, on_drift="retrain", retrain={"cooldown": "6h"})
+    shifted = batch(proj, "shifted.csv", big_shift)
+    first = crispml.monitor(recipe, batch=shifted)
+    assert first.retrain is not None
+    second = crispml.monitor(recipe, batch=shifted)
+    assert second.retrain is None and "cooldown" in (second.held or "") and second.exit_code == 3
+
+
+def test_one_retrain_per_recipe_at_a_time(proj: Path) -> None:
+    recipe = write(proj, on_drift="retrain")
+    lock = proj / ".crispml" / "locks" / "retrain-churn-monitored.lock"
+    with crispml.file_lock(lock):  # another process's retrain holds it
+        result = crispml.monitor(recipe, batch=batch(proj, "shifted.csv", big_shift))
+    assert result.retrain is None and "already running" in (result.held or "")
+
+
+# -- bad inputs: one line, nothing runs ------------------------------------------------------
+
+
+def runs_of(proj: Path) -> int:
+    return len(crispml.RunStore(proj).list_runs())
+
+
+@pytest.mark.parametrize(
+    ("monitor", "message"),
+    [
+        ({"drift_share": 0}, "monitor.drift_share: expected a share of the columns in (0, 1], got 0"),
+        ({"drift_share": 1.5}, "monitor.drift_share: expected a share of the columns in (0, 1], got 1.5"),
+        ({"per_column": {"tenure_month": {"threshold": 0.3}}}, "did you mean 'tenure_months'?"),
+        ({"window": {"since": "24x"}}, "expected a duration like 30m, 6h, 2d"),
+        ({"window": {"since": "1h", "last": 5}}, "give one of 'since'"),
+        ({"method": "pis"}, "unknown method 'pis' (did you mean 'psi'?"),
+        ({"cat_method": "ks"}, "unknown categorical method 'ks'"),
+        ({"on_drift": "retrain", "retrain": {"set": ["train.params=3"]}}, "monitor.retrain.set"),
+        ({"on_drift": "retrain", "retrain": {"set": ["load.nope=1"]}}, "monitor.retrain.set"),
+        ({"validate": True}, "not available yet"),
+    ],
+)
+def test_recipe_mistakes_are_one_line_and_nothing_runs(proj: Path, monitor: dict[str, Any], message: str) -> None:
+    before = runs_of(proj)
+    with pytest.raises(UsageError) as err:
+        crispml.monitor(write(proj, **monitor), batch=batch(proj, "same.csv"))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert runs_of(proj) == before
+
+
+def test_a_recipe_error_names_file_and_line(proj: Path) -> None:
+    with pytest.raises(RecipeError) as err:
+        crispml.monitor(write(proj, drift_share=2), batch=batch(proj, "same.csv"))
+    assert err.value.file is not None and err.value.file.endswith("recipe.yaml") and err.value.line
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"since": "24x"}, "--since 24x: expected a duration like 30m, 6h, 2d"),
+        ({"since": "6h", "last": 10}, "--since and --last: give one window"),
+        ({"last": 0}, "--last 0"),
+        ({"batch": "missing.csv"}, "--batch missing.csv: file not found"),
+    ],
+)
+def test_flag_mistakes(proj: Path, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):
+        crispml.monitor(write(proj), **kwargs)
+    assert runs_of(proj) == 1
+
+
+def test_a_batch_lacking_model_columns_is_named(proj: Path) -> None:
+    path = batch(proj, "partial.csv")
+    pd.read_csv(path).drop(columns=["contract", "support_calls"]).to_csv(path, index=False)
+    with pytest.raises(UsageError) as err:
+        crispml.monitor(write(proj), batch=path)
+    assert str(err.value) == "--batch: partial.csv lacks the model's column(s) contract, support_calls (it has: " + (
+        "tenure_months, internet, payment_method, monthly_charges, total_charges)"
+    )
+    assert runs_of(proj) == 1
+
+
+def test_a_recipe_without_monitor_step(proj: Path) -> None:
+    with pytest.raises(UsageError, match="has no monitor step"):
+        crispml.monitor(proj / "train.yaml", batch=batch(proj, "same.csv"))
+
+
+def test_the_command_line(proj: Path) -> None:
+    import sys
+
+    crispml_bin = str(Path(sys.executable).with_name("crispml"))
+    recipe = write(proj)
+    shifted = batch(proj, "shifted.csv", big_shift)
+    out = subprocess.run([crispml_bin, "monitor", str(recipe), "--batch", str(shifted)], capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.count("\n") == 1 and "columns drifted" in out.stdout
+    out = subprocess.run(
+        [crispml_bin, "monitor", str(recipe), "--batch", str(shifted), "--json"], capture_output=True, text=True
+    )
+    assert out.returncode == 3 and json.loads(out.stdout)["report"]["drift_detected"] is True
+    bad = subprocess.run([crispml_bin, "monitor", str(recipe), "--since", "24x"], capture_output=True, text=True)
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == "crispml: error: --since 24x: expected a duration like 30m, 6h, 2d"
+    )
+    assert "Traceback" not in bad.stderr
