@@ -116,6 +116,7 @@ def _run(
         recipe_dir=resolved.recipe_dir,
         store=store,
         trackers=dict(resolved.trackers),
+        plugins=plugins,
     )
     plan = RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
     return _execute(plan)
@@ -158,6 +159,7 @@ def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunSto
         trackers=dict(resolved.trackers),
         links=dict(manifest.get("links") or {}),
         resumed=True,
+        plugins=plugins,
     )
     for record in manifest["stages"]:
         if record["status"] not in DONE:
