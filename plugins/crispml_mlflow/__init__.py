@@ -34,6 +34,7 @@ from crispml import (
     Evaluation,
     ModelVersion,
     Options,
+    ResolvedModel,
     RunContext,
     TrainedModel,
     hookimpl,
@@ -208,6 +209,13 @@ def crispml_load_model(reference: str, project_dir: Path) -> Any | None:
     from crispml_mlflow._load import load_model
 
     return load_model(reference, project_dir)
+
+
+@hookimpl
+def crispml_resolve_model(reference: str, project_dir: Path, context: RunContext | None) -> ResolvedModel | None:
+    from crispml_mlflow._resolve import resolve
+
+    return resolve(reference, project_dir, context)
 
 
 @hookimpl
