@@ -33,6 +33,9 @@ class RunContext:
     links: dict[str, Any] = field(default_factory=dict)
     """Identifiers in other systems (``{"mlflow_run_id": ...}``), saved in the manifest."""
     resumed: bool = False
+    steps: dict[str, tuple[str, BaseModel]] = field(default_factory=dict, repr=False)
+    """Each stage's plugin and validated options (``${env:...}`` resolved): read them with
+    :meth:`step_options`."""
     plugins: Plugins | None = field(default=None, repr=False)
     """The run's plugin manager (reach it through :attr:`session`)."""
 
@@ -63,6 +66,13 @@ class RunContext:
         """A tracker's options, for that tracker's own plugin: a plugin never reads another's
         (ask through a hook instead, e.g. ``crispml_resolve_model``)."""
         return self.trackers.get(name)
+
+    def step_options(self, stage: str, plugin: str) -> BaseModel | None:
+        """A stage's validated options when the recipe binds it to ``plugin``, for that plugin's
+        own use outside the stage (its registry URI, say); ``None`` otherwise. Like
+        :meth:`tracker_options`, a plugin asks only for its own."""
+        bound = self.steps.get(stage)
+        return bound[1] if bound is not None and bound[0] == plugin else None
 
     def manifest(self) -> dict[str, Any]:
         """The run's manifest as last written."""

@@ -48,9 +48,8 @@ def registry_uri(project_dir: Path, context: RunContext | None) -> str:
     tracker's); else ``$MLFLOW_TRACKING_URI``, else the project's embedded registry."""
     option = None
     if context is not None:
-        step = context.recipe.register_
-        if step is not None and step.use == "mlflow":
-            option = step.options().get("tracking_uri")
+        register = context.step_options("register", "mlflow")  # this plugin's own step, if any
+        option = getattr(register, "tracking_uri", None)
         if option is None:
             tracker = context.tracker_options("mlflow")  # this plugin's own tracker options
             option = getattr(tracker, "tracking_uri", None)
