@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+if TYPE_CHECKING:
+    from crispml.context import RunContext
 
 
 class Options(BaseModel):
@@ -43,6 +46,15 @@ class Options(BaseModel):
 
         Read by the core before a monitor runs (the overrides are checked against the recipe)
         and after a :class:`crispml.MonitorReport` asks for a retrain.
+        """
+        return None
+
+    def ready(self, context: RunContext) -> None:
+        """Checks of the project's current state that a command running this step alone makes
+        before anything is written (``crispml monitor``: the deployment it watches exists).
+
+        Raise :class:`crispml.UsageError` with one line; the command exits 2 and no run is
+        recorded. A full recipe run does not call it (its deploy step may create what is checked).
         """
         return None
 

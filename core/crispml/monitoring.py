@@ -215,19 +215,26 @@ def monitor(
         return _maybe_retrain(result, retrain, policy, store, retrain_plugins or loaded)
 
 
-def _monitor_run(resolved: Resolved, store: RunStore) -> RunResult:
-    step = resolved.step("monitor")
-    assert step is not None
-    alone = dataclasses.replace(resolved, steps=[step])
-    context = RunContext(
+def _context(resolved: Resolved, store: RunStore, links: dict[str, Any] | None = None) -> RunContext:
+    return RunContext(
         run_id=new_run_id(),
         recipe=resolved.recipe,
         project_dir=store.project_dir,
         recipe_dir=resolved.recipe_dir,
         store=store,
         trackers=dict(resolved.trackers),
+        links=dict(links or {}),
+        steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
+        plugins=resolved.plugins,
     )
-    plan = RunPlan(alone, context, use_cache=False)
+
+
+def _monitor_run(resolved: Resolved, store: RunStore) -> RunResult:
+    step = resolved.step("monitor")
+    assert step is not None
+    context = _context(resolved, store)
+    step.options.ready(context)  # a missing deployment: one line, exit 2, no run recorded
+    plan = RunPlan(dataclasses.replace(resolved, steps=[step]), context, use_cache=False)
     plan.manifest["kind"] = KIND
     return _execute(plan)
 
@@ -303,15 +310,7 @@ def _retrain_run(
     result: MonitorResult, recipe: Recipe, policy: RetrainPolicy, store: RunStore, plugins: Plugins
 ) -> RunResult:
     resolved = resolve(recipe, plugins)
-    context = RunContext(
-        run_id=new_run_id(),
-        recipe=recipe,
-        project_dir=store.project_dir,
-        recipe_dir=resolved.recipe_dir,
-        store=store,
-        trackers=dict(resolved.trackers),
-        links={"monitor_run": result.monitor.run_id},
-    )
+    context = _context(resolved, store, {"monitor_run": result.monitor.run_id})
     plan = RunPlan(resolved, context, use_cache=True, overrides=list(policy.overrides))
     report = result.report
     plan.manifest["trigger"] = {

@@ -209,6 +209,16 @@ class MonitorOptions(Options):
                     raise ValueError(f"per_column: '{name}' is not a feature ({hint}features: {', '.join(columns)})")
         return self
 
+    def ready(self, context: RunContext) -> None:
+        """``crispml monitor`` checks, before it records a run, that the deployment exists and
+        that the run which trained its model is in this project's store (or a reference given)."""
+        from crispml_evidently._monitor import check_training_run, find_deployment
+
+        if self.batch is None:
+            deployment = find_deployment(self, context)
+            if self.reference is None and deployment is not None:
+                check_training_run(deployment.training_run, context.store)
+
     def settings(self) -> Any:
         """The drift engine's settings (``_drift.DriftSettings``)."""
         from crispml_evidently._drift import DriftSettings, Rule
@@ -251,15 +261,19 @@ def _header(path: Path) -> list[str] | None:
 
 
 def _known_features(reference: Path | None, load: Any) -> list[str] | None:
-    """The feature columns, when a recipe check can know them without loading data."""
+    """The feature columns, when a recipe check can know them without loading data: the
+    reference file's header, else the load step's columns (``Options.provided_columns``, for
+    whichever plugin loads) without its target."""
     if reference is not None:
         return _header(reference)
-    path = getattr(load, "path", None)
-    if isinstance(path, Path) and path.is_file() and not getattr(load, "read_options", None):
-        header = _header(path)
-        target = getattr(load, "target", None)
-        return [c for c in header if c != target] if header else None
-    return None
+    provided = getattr(load, "provided_columns", None)
+    found = provided() if callable(provided) else None
+    if found is None:
+        return None
+    # ``target`` is the one load option the lifecycle shares (train needs it too, and the
+    # sklearn plugin reads it the same way): every load plugin that names a target calls it so.
+    target = getattr(load, "target", None)
+    return [str(c) for c in found[0] if c != target]
 
 
 @hookimpl

@@ -46,17 +46,16 @@ def deployment_name(options: MonitorOptions, recipe: Any) -> str | None:
     return str(name) if name else None
 
 
-def find_deployment(options: MonitorOptions, recipe: Any, project: Path) -> Deployment | None:
-    """The watched deployment, or ``None`` when a batch is compared without one."""
-    import crispml
-
-    name = deployment_name(options, recipe)
+def find_deployment(options: MonitorOptions, context: RunContext) -> Deployment | None:
+    """The watched deployment (through ``crispml_deployment``), or ``None`` when a batch is
+    compared and no deployment is named."""
+    name = deployment_name(options, context.recipe)
     if name is None:
         if options.batch is not None:
             return None
         raise UsageError("monitor.deployment: no deployment to watch (name one, or add a deploy step)")
     try:
-        return crispml.deployment(name, project)  # type: ignore[attr-defined,no-any-return]
+        return context.session.deployment(name)
     except UsageError as exc:
         raise UsageError(f"monitor.deployment: {exc}") from None
 
@@ -77,14 +76,8 @@ def load_reference(options: MonitorOptions, training_run: str | None, store: Run
         features = [str(c) for c in frame.columns if c != PREDICTION]
         numerical, categorical = column_types(frame, features)
         return Reference(frame, features, numerical, categorical, None, {"source": str(options.reference)})
-    if training_run is None:
-        raise UsageError("monitor: the deployment does not say which run trained its model: give 'reference: FILE'")
-    dataset = store.load_result(training_run, "load") if store.run_dir(training_run).is_dir() else None
-    if dataset is None:
-        raise UsageError(
-            f"monitor: run '{training_run}' (which trained the served model) is not in this project's run "
-            f"store ({store.runs_dir}): give 'reference: FILE'"
-        )
+    training_run = check_training_run(training_run, store)
+    dataset = store.load_result(training_run, "load")
     trained = store.load_result(training_run, "train")
     features = list(trained.feature_columns) if trained is not None else list(dataset.feature_columns)
     frame = dataset.train_frame[features].reset_index(drop=True)
@@ -96,6 +89,18 @@ def load_reference(options: MonitorOptions, training_run: str | None, store: Run
     return Reference(frame, features, numerical, categorical, model, source)
 
 
+def check_training_run(training_run: str | None, store: RunStore) -> str:
+    """The run that trained the served model, if this project's store has its data."""
+    if training_run is None:
+        raise UsageError("monitor: the deployment does not say which run trained its model: give 'reference: FILE'")
+    if not store.result_path(training_run, "load").is_file():
+        raise UsageError(
+            f"monitor: run '{training_run}' (which trained the served model) is not in this project's run "
+            f"store ({store.runs_dir}): give 'reference: FILE'"
+        )
+    return training_run
+
+
 def current_from_log(options: MonitorOptions, deployment: Deployment) -> tuple[Any, int, dict[str, Any]]:
     """``(frame, rows from other versions, source)`` of the window's records."""
     import pandas as pd
@@ -103,7 +108,7 @@ def current_from_log(options: MonitorOptions, deployment: Deployment) -> tuple[A
     import crispml
 
     since = timedelta(seconds=parse_duration(options.window.since)) if options.window.since else None
-    records = crispml.prediction_records(deployment, since=since, last=options.window.last)  # type: ignore[attr-defined]
+    records = crispml.prediction_records(deployment, since=since, last=options.window.last)
     mine = [r for r in records if deployment.model is None or r.get("model") == deployment.model]
     rows = [{**(r.get("inputs") or {}), **(r.get("features") or {})} for r in mine]
     frame = pd.DataFrame.from_records(rows)
@@ -134,13 +139,13 @@ def check_batch_columns(path: Path, columns: list[str], features: list[str]) -> 
 def monitor(options: MonitorOptions, deployment: Deployment | None, context: RunContext) -> MonitorReport:
     from crispml_evidently._drift import detect
 
-    project, store = context.project_dir, context.store
+    store = context.store
     if options.batch is None:
-        deployment = find_deployment(options, context.recipe, project)
+        deployment = find_deployment(options, context)
     elif deployment is None:
         try:  # a batch is compared with what the deployment serves, when there is one
-            deployment = find_deployment(options, context.recipe, project)
-        except (UsageError, AttributeError):
+            deployment = find_deployment(options, context)
+        except UsageError:
             deployment = None
     label = (deployment.model if deployment is not None else None) or (deployment.name if deployment else "batch")
     training_run = deployment.training_run if deployment is not None else None

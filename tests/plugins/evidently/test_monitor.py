@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,110 @@ def test_the_command_line(proj: Path) -> None:
         and bad.stderr.strip() == "crispml: error: --since 24x: expected a duration like 30m, 6h, 2d"
     )
     assert "Traceback" not in bad.stderr
+
+
+# -- the deployment's prediction log (a small serving plugin answers crispml_deployment) ------
+
+
+class Serving:
+    """Stands in for a serving plugin: answers ``crispml_deployment`` for ``churn`` with a log
+    in the prediction-log contract's format (crispml.prediction_records reads it)."""
+
+    def __init__(self, log: Path, model: str, training_run: str | None) -> None:
+        self.log, self.model, self.training_run = log, model, training_run
+
+    @crispml.hookimpl
+    def crispml_deployment(self, name: str, project_dir: Path) -> crispml.Deployment | None:
+        if name != "churn":
+            return None
+        return crispml.Deployment(
+            name="churn",
+            url="http://127.0.0.1:9",
+            model_uri=f"models:/{self.model}",
+            model=self.model,
+            training_run=self.training_run,
+            prediction_log=self.log,
+        )
+
+
+def training_run(proj: Path) -> str:
+    return next(m["run_id"] for m in crispml.RunStore(proj).list_runs() if m["status"] == "succeeded")
+
+
+def log_requests(log: Path, frame: pd.DataFrame, model: str, when: datetime, per_request: int = 5) -> None:
+    with log.open("a") as fh:
+        for start in range(0, len(frame), per_request):
+            records = frame.iloc[start : start + per_request].to_dict(orient="records")
+            line = {
+                "schema": 1,
+                "time": when.isoformat(timespec="milliseconds"),
+                "deployment": "churn",
+                "model": model,
+                "inputs": records,
+                "outputs": {"predictions": [0] * len(records)},
+            }
+            fh.write(json.dumps(line) + "\n")
+
+
+def served(proj: Path, **monitor: Any) -> tuple[Path, dict[str, object], Path]:
+    data = recipe_dict(deployment="churn", **monitor)
+    path = proj / "served.yaml"
+    path.write_text(yaml.safe_dump(data))
+    log = proj / "predictions.jsonl"
+    return path, {"serving": Serving(log, "churn/2", training_run(proj))}, log
+
+
+def sample(proj: Path, rows: int, seed: int, shift: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    frame = pd.read_csv(proj / "data" / "churn.csv").drop(columns="churned").sample(rows, random_state=seed)
+    if shift:
+        shift(frame)
+    return frame
+
+
+def test_the_window_is_read_through_the_deployment(proj: Path) -> None:
+    recipe, plugins, log = served(proj, window={"since": "1h"})
+    now = datetime.now(UTC)
+    log_requests(log, sample(proj, 300, 1, big_shift), "churn/2", now - timedelta(hours=3))  # outside
+    log_requests(log, sample(proj, 400, 2), "churn/2", now - timedelta(minutes=5))
+    log_requests(log, sample(proj, 60, 3, big_shift), "churn/1", now - timedelta(minutes=4))  # old version
+    result = crispml.monitor(recipe, extra_plugins=plugins)
+    assert result.exit_code == 0, result.line()
+    assert result.report is not None and result.report.metrics["current_rows"] == 400
+    assert result.report.metrics["other_versions_rows"] == 60
+    assert result.line().startswith("churn/2 · 400 requests (60 from other versions not compared) · 0 of 7")
+    drift = json.loads((result.monitor.run_dir / "artifacts" / "monitor" / "drift.json").read_text())
+    assert drift["current"]["deployment"] == "churn" and drift["current"]["window"] == {"since": "1h"}
+    # --last overrides the window: the last 200 records are the shifted ones
+    log_requests(log, sample(proj, 200, 4, big_shift), "churn/2", now)
+    shifted = crispml.monitor(recipe, last=200, extra_plugins=plugins)
+    assert shifted.exit_code == 3 and shifted.report is not None
+    assert shifted.report.metrics["current_rows"] == 200 and shifted.report.metrics["prediction_drift"] == 1.0
+
+
+def test_an_empty_window_is_exit_0(proj: Path) -> None:
+    recipe, plugins, log = served(proj)
+    log_requests(log, sample(proj, 100, 1), "churn/2", datetime.now(UTC) - timedelta(days=3))
+    result = crispml.monitor(recipe, since="6h", extra_plugins=plugins)
+    assert result.exit_code == 0 and result.line() == "churn/2 · 0 requests · no production data in the window"
+
+
+def test_an_unknown_deployment_is_one_line_and_no_run(proj: Path) -> None:
+    recipe, plugins, _ = served(proj)
+    recipe.write_text(recipe.read_text().replace("deployment: churn", "deployment: chrun"))
+    with pytest.raises(UsageError, match=r"^monitor.deployment: no deployment named 'chrun'"):
+        crispml.monitor(recipe, extra_plugins=plugins)
+    assert runs_of(proj) == 1
+
+
+def test_a_training_run_not_in_the_store_asks_for_a_reference(proj: Path) -> None:
+    recipe, _, log = served(proj)
+    plugins = {"serving": Serving(log, "churn/2", "20200101-000000-abcdef")}
+    with pytest.raises(UsageError, match=r"run '20200101-000000-abcdef' .* give 'reference: FILE'"):
+        crispml.monitor(recipe, extra_plugins=plugins)
+    assert runs_of(proj) == 1
+    reference = proj / "reference.csv"
+    sample(proj, 800, 9).to_csv(reference, index=False)
+    log_requests(log, sample(proj, 300, 10), "churn/2", datetime.now(UTC))
+    recipe.write_text(yaml.safe_dump(recipe_dict(deployment="churn", reference="reference.csv")))
+    result = crispml.monitor(recipe, extra_plugins=plugins)
+    assert result.exit_code == 0 and result.report is not None and result.report.metrics["current_rows"] == 300
