@@ -56,6 +56,8 @@ def served(tmp_path: Path) -> Iterator[Path]:
         "retrain": {"set": ["load.path=data/fresh.csv"]},
     }
     (target / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    # The retrain recipe is checked with every monitor run: its data file must exist from the start.
+    shutil.copy(target / "data" / "churn.csv", target / "data" / "fresh.csv")
     first = _cli(target, "run", "recipe.yaml")
     assert first.returncode == 0, first.stderr
     try:

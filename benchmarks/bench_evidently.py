@@ -1,0 +1,88 @@
+"""Evidently plugin figures (issue: "Monitoring and continuous training").
+
+The drift engine (``crispml_evidently._drift.detect``: conforming types, null shares, the
+report with its per-column tests, reading it back into ``drift.json``) against Evidently's
+``Report.run`` alone on the same frames and the same method, side by side in one process so that
+the machine's speed cancels out. Writing ``drift.html`` is timed on its own (it is most of a
+monitor run's cost on small windows). Prints a Markdown table; docs/performance.md records it.
+
+    .venv/bin/python benchmarks/bench_evidently.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crispml_evidently._drift import DriftSettings, _evidently, column_types, detect
+
+
+def frames(rows: int, columns: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    half = columns // 2
+    data: dict[str, Any] = {f"n{i}": rng.normal(i, 1 + i / 10, rows) for i in range(half)}
+    data |= {f"c{i}": rng.choice(["a", "b", "c", "d", "e"], rows) for i in range(columns - half)}
+    reference = pd.DataFrame(data)
+    current = pd.DataFrame({k: rng.permutation(v) for k, v in data.items()})
+    for i in range(0, half, 2):
+        current[f"n{i}"] = current[f"n{i}"] + 1.5  # every other numeric column drifts
+    return reference, current
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> float:
+    fn()  # warm-up (imports, caches)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    DataDefinition, Report, EvDataset, DataDriftPreset = _evidently()
+    rows = []
+    for n, m in ((10_000, 10), (100_000, 20)):
+        reference, current = frames(n, m)
+        numerical, categorical = column_types(reference, list(reference.columns))
+        definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+
+        def direct(reference: pd.DataFrame = reference, current: pd.DataFrame = current) -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return Report([DataDriftPreset(method="psi", threshold=0.2)]).run(
+                    current_data=EvDataset.from_pandas(current, data_definition=definition),
+                    reference_data=EvDataset.from_pandas(reference, data_definition=definition),
+                )
+
+        def engine(reference: pd.DataFrame = reference, current: pd.DataFrame = current) -> Any:
+            return detect(
+                reference, current, numerical=numerical, categorical=categorical, settings=DriftSettings()
+            )
+
+        base = median_time(direct, args.repeat)
+        ours = median_time(engine, args.repeat)
+        snapshot = direct()
+        with tempfile.TemporaryDirectory() as tmp:
+            html = median_time(lambda: snapshot.save_html(str(Path(tmp) / "drift.html")), args.repeat)
+        rows.append((f"{n:,} × {m}", f"{base:.2f} s", f"{ours:.2f} s", f"{ours / base:.2f}", f"{html:.2f} s"))
+    print("| frames | `Report.run` alone | crispml's drift engine | ratio | `save_html` |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
