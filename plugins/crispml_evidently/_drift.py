@@ -96,16 +96,23 @@ def column_types(frame: Any, columns: list[str]) -> tuple[list[str], list[str]]:
 
 def _conform(frame: Any, numerical: list[str], categorical: list[str]) -> Any:
     """The frame's columns as the reference has them: numbers as floats (what is not a number
-    becomes a null, and so counts against the column), categories as strings."""
+    becomes a null, and so counts against the column), categories as strings. Columns already
+    in that form are passed through without a copy (the 100k-row case is most of them)."""
     import pandas as pd
+    from pandas.api.types import infer_dtype, is_float_dtype
 
-    out = pd.DataFrame(index=range(len(frame)))
+    out: dict[str, Any] = {}
     for column in numerical:
-        out[column] = pd.to_numeric(frame[column].reset_index(drop=True), errors="coerce").astype("float64")
+        values = frame[column].reset_index(drop=True)
+        if not is_float_dtype(values.dtype):
+            values = pd.to_numeric(values, errors="coerce").astype("float64")
+        out[column] = values
     for column in categorical:
         values = frame[column].reset_index(drop=True)
-        out[column] = values.where(values.isna(), values.astype(str)).astype(object)
-    return out
+        if not (values.dtype == object and infer_dtype(values, skipna=True) in ("string", "empty")):
+            values = values.where(values.isna(), values.astype(str)).astype(object)
+        out[column] = values
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
 
 def _null_share(series: Any) -> float:
@@ -188,8 +195,14 @@ def detect(
 
     snapshot = None
     if compared:
-        methods = {c: r.method for c in compared if (r := settings.rule(c, kinds[c])).method is not None}
-        thresholds = {c: r.threshold for c in compared if (r := settings.rule(c, kinds[c])).threshold is not None}
+        # When every column follows one rule it is given once (DataDriftPreset's method and
+        # threshold); otherwise per column — not mixed, because a global threshold would then
+        # also apply to a column whose own method should keep that method's default threshold.
+        rules = {c: settings.rule(c, kinds[c]) for c in compared}
+        one = next(iter(rules.values())) if len(set(rules.values())) == 1 else None
+        default = one or Rule()
+        methods = {} if one else {c: r.method for c, r in rules.items() if r.method is not None}
+        thresholds = {} if one else {c: r.threshold for c, r in rules.items() if r.threshold is not None}
         definition = DataDefinition(
             numerical_columns=[c for c in num_all if c in compared],
             categorical_columns=[c for c in cat_all if c in compared],
@@ -199,6 +212,8 @@ def detect(
                 DataDriftPreset(
                     columns=compared,
                     drift_share=settings.drift_share,
+                    method=default.method,
+                    threshold=default.threshold,
                     per_column_method=methods or None,
                     per_column_threshold=thresholds or None,
                 )
