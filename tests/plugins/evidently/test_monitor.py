@@ -368,3 +368,60 @@ def test_a_training_run_not_in_the_store_asks_for_a_reference(proj: Path) -> Non
     recipe.write_text(yaml.safe_dump(recipe_dict(deployment="churn", reference="reference.csv")))
     result = crispml.monitor(recipe, extra_plugins=plugins)
     assert result.exit_code == 0 and result.report is not None and result.report.metrics["current_rows"] == 300
+
+
+def test_garbage_in_the_log_counts_against_the_columns_and_does_not_crash(proj: Path) -> None:
+    """Requests the served model took but whose values are odd: strings where numbers were
+    trained, nested objects, missing and extra fields, a torn last line."""
+    recipe, plugins, log = served(proj, window={"last": 300})
+    frame = sample(proj, 300, 5).astype(object)
+    frame.loc[frame.index[:150], "tenure_months"] = "seventy"
+    frame.loc[frame.index[:10], "contract"] = None
+    records = json.loads(frame.to_json(orient="records"))
+    for i, record in enumerate(records[:40]):
+        record["payment_method"] = {"nested": [i]}
+        record["unexpected"] = "x" * 1000
+    for record in records[40:60]:
+        del record["support_calls"]
+    with log.open("w") as fh:
+        for start in range(0, 300, 10):
+            line = {
+                "schema": 1,
+                "time": datetime.now(UTC).isoformat(),
+                "deployment": "churn",
+                "model": "churn/2",
+                "inputs": records[start : start + 10],
+                "outputs": {"predictions": [1] * 10},
+            }
+            fh.write(json.dumps(line) + "\n")
+        fh.write('{"schema": 1, "time": "2026-')  # a writer killed mid-line
+    result = crispml.monitor(recipe, extra_plugins=plugins)
+    assert result.monitor.status in ("succeeded", "rejected"), result.monitor.manifest["error"]
+    drift = json.loads((result.monitor.run_dir / "artifacts" / "monitor" / "drift.json").read_text())
+    assert drift["current"]["rows"] == 300
+    tenure = drift["columns"]["tenure_months"]
+    assert tenure["nulls"]["current"] == 0.5 and tenure["drifted"]
+    assert drift["columns"]["support_calls"]["nulls"]["current"] == pytest.approx(20 / 300, abs=1e-6)
+    assert drift["columns"]["payment_method"]["drifted"]  # 40 of 300 values never seen
+    assert "unexpected" not in drift["columns"]
+
+
+def test_nothing_lands_in_home(proj: Path, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    crispml_bin = str(Path(sys.executable).with_name("crispml"))
+    env = {**os.environ, "HOME": str(home), "CRISPML_PROJECT": str(proj)}
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("XDG_CONFIG_HOME", None)
+    out = subprocess.run(
+        [crispml_bin, "monitor", str(write(proj)), "--batch", str(batch(proj, "shifted.csv", big_shift))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=proj,
+    )
+    assert out.returncode == 3, out.stderr
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
