@@ -18,6 +18,7 @@ import yaml
 
 import crispml
 from crispml import RecipeError, UsageError
+from crispml.runs import run_state
 
 QUICK = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 FEATURES = [
@@ -425,3 +426,39 @@ def test_nothing_lands_in_home(proj: Path, tmp_path: Path) -> None:
     )
     assert out.returncode == 3, out.stderr
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+
+
+def test_a_retrain_killed_mid_run_leaves_the_lock_free_and_the_links_readable(proj: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    recipe = write(proj, on_drift="retrain")
+    shifted = batch(proj, "shifted.csv", big_shift)
+    crispml_bin = str(Path(sys.executable).with_name("crispml"))
+    env = {**os.environ, "CRISPML_PROJECT": str(proj)}
+    proc = subprocess.Popen(
+        [crispml_bin, "monitor", str(recipe), "--batch", str(shifted)],
+        cwd=proj,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    store = crispml.RunStore(proj)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(m.get("trigger") for m in store.list_runs()):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the monitor ended before its retrain could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed = next(m for m in store.list_runs() if m.get("trigger"))
+    assert killed["status"] == "running"  # a kill -9 leaves it so; `crispml runs` shows it interrupted
+    assert run_state(killed) == "interrupted"
+    # The lock died with the process: the next drifting monitor retrains.
+    result = crispml.monitor(recipe, batch=shifted)
+    assert result.held is None and result.retrain is not None and result.retrain.status == "succeeded"
