@@ -74,6 +74,31 @@ class RunContext:
         bound = self.steps.get(stage)
         return bound[1] if bound is not None and bound[0] == plugin else None
 
+    def apply_step(self, stage: str, **inputs: Any) -> Any:
+        """Apply the recipe's ``stage`` step, as the recipe configures it, to other inputs:
+        ``context.apply_step("validate", dataset=window)`` checks production data with the same
+        suite the training data passed. The step's plugin is called directly — no cache, no
+        gate, no stage record; its files land under ``artifact_dir(stage)`` of this run.
+
+        :raises UsageError: the recipe has no such step.
+        """
+        from crispml.errors import PluginError, UsageError
+        from crispml.stages import BY_NAME
+
+        bound = self.steps.get(stage)
+        if bound is None or self.plugins is None or stage not in BY_NAME:
+            raise UsageError(f"the recipe has no '{stage}' step to apply")
+        plugin, options = bound
+        spec = BY_NAME[stage]
+        args = {name: inputs.get(name) for name in spec.inputs}
+        result = self.plugins.call_only(spec.hook, plugin, options=options, context=self, **args)
+        if not isinstance(result, spec.result_type):
+            raise PluginError(
+                f"plugin '{plugin}' returned {type(result).__name__} from {spec.hook}, "
+                f"expected crispml.{spec.result_type.__name__}"
+            )
+        return result
+
     def manifest(self) -> dict[str, Any]:
         """The run's manifest as last written."""
         return self.store.read_manifest(self.run_id)

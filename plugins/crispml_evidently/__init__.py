@@ -149,7 +149,8 @@ class MonitorOptions(Options):
     batch: ExistingPath | None = None
     """A CSV/Parquet file to compare instead of the deployment's requests (``--batch``)."""
     validate_: bool = Field(False, alias="validate")
-    """Also validate the window with the recipe's validate step (not available yet)."""
+    """Also check the window with the recipe's validate step (expectations on the target are
+    skipped: production data has no labels). A window failing it is never retrained on."""
     on_drift: Literal["report", "retrain"] = "report"
     retrain: Retrain = Field(default_factory=Retrain)
 
@@ -190,9 +191,9 @@ class MonitorOptions(Options):
 
     @field_validator("validate_")
     @classmethod
-    def _not_yet(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("validating the window (validate: true) is not available yet in this version")
+    def _a_validate_step(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "validate" not in ((info.context or {}).get("steps") or {}):
+            raise ValueError("validate: true checks the window with the recipe's validate step, and it has none")
         return value
 
     @model_validator(mode="after")
@@ -246,7 +247,10 @@ class MonitorOptions(Options):
         return [p for p in (self.reference, self.batch) if p is not None]
 
     def provided_metrics(self) -> list[str]:
-        return ["drift_share", "drifted_columns", "current_rows", "prediction_drift", "other_versions_rows"]
+        return [
+            *("drift_share", "drifted_columns", "current_rows", "prediction_drift"),
+            *("other_versions_rows", "validation_failed"),
+        ]
 
 
 def _header(path: Path) -> list[str] | None:

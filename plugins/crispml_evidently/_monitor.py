@@ -18,7 +18,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crispml import Deployment, MonitorReport, RunContext, RunStore, UsageError, parse_duration
+from crispml import (
+    Dataset,
+    Deployment,
+    MonitorReport,
+    RunContext,
+    RunStore,
+    UsageError,
+    ValidationReport,
+    parse_duration,
+)
 
 if TYPE_CHECKING:
     from crispml_evidently import MonitorOptions
@@ -35,6 +44,8 @@ class Reference:
     categorical: list[str]
     model: Any
     source: dict[str, Any]
+    target: str | None = None
+    """The training data's target column (absent from production data)."""
 
 
 def deployment_name(options: MonitorOptions, recipe: Any) -> str | None:
@@ -86,7 +97,7 @@ def load_reference(options: MonitorOptions, training_run: str | None, store: Run
     if model is not None:
         frame[PREDICTION] = model.predict(frame[features])
     source = {"training_run": training_run, "data_fingerprint": dataset.fingerprint, "source": dataset.source}
-    return Reference(frame, features, numerical, categorical, model, source)
+    return Reference(frame, features, numerical, categorical, model, source, dataset.target)
 
 
 def check_training_run(training_run: str | None, store: RunStore) -> str:
@@ -171,6 +182,7 @@ def monitor(options: MonitorOptions, deployment: Deployment | None, context: Run
     missing = [c for c in reference.features if c not in current.columns]
     if missing:
         raise UsageError(f"the current data lacks the model's column(s): {', '.join(missing)}")
+    suite = validate_window(current, reference, label, context) if options.validate_ else None
     prediction = PREDICTION if PREDICTION in reference.frame and PREDICTION in current else None
     out_dir = context.artifact_dir("monitor")
     doc = detect(
@@ -196,14 +208,39 @@ def monitor(options: MonitorOptions, deployment: Deployment | None, context: Run
     if drift:
         names = ", ".join(c for c, v in doc["columns"].items() if v["drifted"])
         rejection = f"drift: {drifted} of {total} columns ({names})"
+    bad_data = False
+    if suite is not None:
+        failed = [r for r in suite.results if not r.success]
+        metrics["validation_failed"] = float(len(failed))
+        bad_data = suite.rejection is not None
+        head += f" · suite failed ({len(failed)} of {len(suite.results)})" if failed else " · suite passed"
+        if bad_data:
+            # Never retrain on bad data: the window failing the suite is the finding.
+            rejection = f"the window failed validation: {suite.rejection}" + (f"; {rejection}" if rejection else "")
     return MonitorReport(
         metrics=metrics,
         artifacts=[p.name for p in sorted(out_dir.iterdir()) if p.is_file()],
         rejection=rejection,
         drift_detected=drift,
-        retrain=drift and options.on_drift == "retrain",
+        retrain=drift and not bad_data and options.on_drift == "retrain",
         headline=head,
     )
+
+
+def validate_window(current: Any, reference: Reference, label: str, context: RunContext) -> ValidationReport:
+    """The recipe's validate step applied to the window (``context.apply_step``): the window's
+    Dataset names the training target without having the column, so expectations on it are
+    the validate plugin's to skip."""
+    import pandas as pd
+
+    frame = current[reference.features].reset_index(drop=True)
+    fingerprint = format(int(pd.util.hash_pandas_object(frame, index=False).sum()) & (2**64 - 1), "016x")
+    window = Dataset(
+        frame=frame, target=reference.target, name=f"{label} window", source=label, fingerprint=fingerprint
+    )
+    report = context.apply_step("validate", dataset=window)
+    assert isinstance(report, ValidationReport)
+    return report
 
 
 def _latest_training_run(store: RunStore, recipe_name: str) -> str | None:

@@ -123,7 +123,7 @@ class ValidateOptions(Options):
         return [self.suite] if self.suite is not None else []
 
     def provided_metrics(self) -> list[str]:
-        return ["expectations", "failed", "success_percent"]
+        return ["expectations", "failed", "success_percent", "skipped"]
 
 
 def _load_columns(load: Any) -> tuple[list[str], str] | None:

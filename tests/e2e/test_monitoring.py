@@ -129,7 +129,15 @@ def test_drift_retrains_and_only_a_better_model_is_served(served: Path) -> None:
     quiet = _cli(served, "monitor", "recipe.yaml")
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout.startswith("churn/1 · 400 requests · ") and quiet.stdout.strip().endswith("→ no drift")
-    assert "retrain_run" not in (last_monitor(served).get("links") or {})
+    quiet_run = last_monitor(served)
+    assert "retrain_run" not in quiet_run["links"] and quiet_run["kind"] == "monitor"
+    # Tracked like any run: the drift metrics are in MLflow, so their trend shows in its UI.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{served / '.crispml' / 'mlflow.db'}")
+    tracked = client.get_run(quiet_run["links"]["mlflow_run_id"]).data.metrics
+    assert tracked["monitor.current_rows"] == 400 and tracked["monitor.drifted_columns"] == 0
+    assert "monitor.drift_share" in tracked
 
     # (2) the world moved, and the fresh labelled data explains churn no better: rejected
     assert traffic(served, shift(features(served, 400, 2))) == "churn/1"

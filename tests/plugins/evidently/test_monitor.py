@@ -195,7 +195,6 @@ def runs_of(proj: Path) -> int:
         ({"cat_method": "ks"}, "unknown categorical method 'ks'"),
         ({"on_drift": "retrain", "retrain": {"set": ["train.params=3"]}}, "monitor.retrain.set"),
         ({"on_drift": "retrain", "retrain": {"set": ["load.nope=1"]}}, "monitor.retrain.set"),
-        ({"validate": True}, "not available yet"),
     ],
 )
 def test_recipe_mistakes_are_one_line_and_nothing_runs(proj: Path, monitor: dict[str, Any], message: str) -> None:
@@ -462,3 +461,48 @@ def test_a_retrain_killed_mid_run_leaves_the_lock_free_and_the_links_readable(pr
     # The lock died with the process: the next drifting monitor retrains.
     result = crispml.monitor(recipe, batch=shifted)
     assert result.held is None and result.retrain is not None and result.retrain.status == "succeeded"
+
+
+# -- validate: true — the recipe's validate step (real Great Expectations) on the window ------
+
+
+def with_suite(proj: Path, **monitor: Any) -> Path:
+    shutil.copytree(QUICK / "expectations", proj / "expectations", dirs_exist_ok=True)
+    data = recipe_dict(validate=True, **monitor)
+    data["validate"] = {"use": "great_expectations", "suite": "expectations/churn.yaml"}
+    path = proj / "validated.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_window_that_passes_the_suite_without_its_labels(proj: Path) -> None:
+    result = crispml.monitor(with_suite(proj), batch=batch(proj, "same.csv"))
+    assert result.exit_code == 0, result.line()
+    assert result.line().endswith("· suite passed → no drift")
+    assert result.report is not None and result.report.metrics["validation_failed"] == 0
+    report = json.loads((result.monitor.run_dir / "artifacts" / "validate" / "validation.json").read_text())
+    skipped = {(r["expectation"], r["column"]) for r in report["skipped"]}
+    assert ("expect_column_values_to_be_in_set", "churned") in skipped
+    assert ("expect_column_values_to_not_be_null", "churned") in skipped
+    schema = next(r for r in report["results"] if r["expectation"] == "expect_table_columns_to_match_set")
+    assert schema["success"] and "churned" not in schema["kwargs"]["column_set"]
+
+
+def test_a_window_failing_the_suite_is_never_retrained_on(proj: Path) -> None:
+    def broken(frame: pd.DataFrame) -> None:
+        big_shift(frame)  # drifts, and tenure up to 216 breaks the suite's 0..80
+        frame.loc[frame.index[:50], "payment_method"] = "bitcoin"
+
+    recipe = with_suite(proj, on_drift="retrain")
+    result = crispml.monitor(recipe, batch=batch(proj, "broken.csv", broken))
+    assert result.exit_code == 3 and result.retrain is None
+    assert result.report is not None and result.report.drift_detected and not result.report.retrain
+    assert result.report.metrics["validation_failed"] >= 2
+    assert "the window failed validation" in (result.monitor.manifest["rejection"] or "")
+    assert "suite failed (" in result.line()
+    assert not any(m.get("trigger") for m in crispml.RunStore(proj).list_runs())
+
+
+def test_validate_true_needs_a_validate_step(proj: Path) -> None:
+    with pytest.raises(RecipeError, match=r"monitor\.validate: validate: true checks the window"):
+        crispml.monitor(write(proj, validate=True), batch=batch(proj, "same.csv"))
