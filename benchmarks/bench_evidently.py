@@ -74,6 +74,29 @@ def measure(rows: int, columns: int, repeat: int) -> tuple[str, ...]:
     return f"{rows:,} × {columns}", f"{base:.2f} s", f"{ours:.2f} s", f"{ours / base:.2f}", f"{html:.2f} s"
 
 
+def log_reading(requests: int, repeat: int) -> tuple[str, ...]:
+    """Rows/s of ``crispml.prediction_records`` on a log of ``requests`` one-record requests,
+    and of turning them into the window's frame as the monitor stage does."""
+    import json
+    from datetime import UTC, datetime
+
+    import crispml
+
+    reference, _ = frames(requests, 10)
+    records = json.loads(reference.to_json(orient="records"))
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "predictions.jsonl"
+        now = datetime.now(UTC).isoformat()
+        with log.open("w") as fh:
+            for record in records:
+                line = {"schema": 1, "time": now, "model": "m/1", "inputs": [record], "outputs": {"predictions": [0]}}
+                fh.write(json.dumps(line) + "\n")
+        read = median_time(lambda: crispml.prediction_records(log), repeat)
+        window = crispml.prediction_records(log)
+        build = median_time(lambda: pd.DataFrame.from_records([r["inputs"] for r in window]), repeat)
+    return f"{requests:,} requests", f"{requests / read:,.0f} rows/s", f"{requests / build:,.0f} rows/s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
@@ -83,6 +106,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    print()
+    print("| prediction log | `crispml.prediction_records` | records → frame |")
+    print("|---|---|---|")
+    print("| " + " | ".join(log_reading(100_000, args.repeat)) + " |")
 
 
 if __name__ == "__main__":
