@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from crispml._session import Session
+    from crispml.manifest import Manifest
     from crispml.plugins import Plugins
     from crispml.recipe import Recipe
     from crispml.store import RunStore
@@ -99,6 +100,6 @@ class RunContext:
             )
         return result
 
-    def manifest(self) -> dict[str, Any]:
-        """The run's manifest as last written."""
+    def manifest(self) -> Manifest:
+        """The run's manifest as last written (a :class:`crispml.Manifest`: read attributes)."""
         return self.store.read_manifest(self.run_id)

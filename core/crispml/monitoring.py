@@ -27,6 +27,7 @@ from crispml.context import RunContext
 from crispml.declarations import RetrainPolicy
 from crispml.durations import EXPECTED, parse_duration
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, RecipeError, UsageError
+from crispml.manifest import Manifest
 from crispml.plan import RunPlan
 from crispml.plugins import Plugins
 from crispml.recipe import Recipe, apply_overrides
@@ -67,7 +68,7 @@ class MonitorResult:
         report = self.report
         if report is None:
             return f"monitor failed: {self.monitor.manifest.get('error') or self.monitor.error}"
-        head = report.headline or self.monitor.manifest["recipe_name"]
+        head = report.headline or self.monitor.manifest.recipe_name
         if self.monitor.status == "succeeded":
             return f"{head} → no drift" if report.metrics.get("current_rows") else head
         why = self.monitor.manifest.get("rejection") or "rejected"
@@ -235,29 +236,29 @@ def _monitor_run(resolved: Resolved, store: RunStore) -> RunResult:
     context = _context(resolved, store)
     step.options.ready(context)  # a missing deployment: one line, exit 2, no run recorded
     plan = RunPlan(dataclasses.replace(resolved, steps=[step]), context, use_cache=False)
-    plan.manifest["kind"] = KIND
+    setattr(plan.manifest, "kind", KIND)  # noqa: B010 — an extra field of the typed manifest
     return _execute(plan)
 
 
-def _drifted(manifest: dict[str, Any]) -> bool:
-    for stage in manifest.get("stages", []):
-        if stage.get("name") == "monitor":
-            return bool((stage.get("summary") or {}).get("drift_detected"))
+def _drifted(manifest: Manifest) -> bool:
+    for stage in manifest.stages:
+        if stage.name == "monitor":
+            return bool((stage.summary or {}).get("drift_detected"))
     return False
 
 
-def _started(manifest: dict[str, Any]) -> float:
+def _started(manifest: Manifest) -> float:
     try:
-        return datetime.fromisoformat(str(manifest["started"])).timestamp()
-    except (KeyError, ValueError):
+        return datetime.fromisoformat(manifest.started).timestamp()
+    except ValueError:
         return 0.0
 
 
 def _hold(store: RunStore, name: str, policy: RetrainPolicy) -> str | None:
     """Why no retrain may start now, or ``None``."""
-    runs = [m for m in store.list_runs() if m.get("recipe_name") == name]
+    runs = [m for m in store.list_runs() if m.recipe_name == name]
     if policy.after > 1:
-        monitors = [m for m in runs if m.get("kind") == KIND and m.get("status") in ("succeeded", "rejected")]
+        monitors = [m for m in runs if m.get("kind") == KIND and m.status in ("succeeded", "rejected")]
         streak = 0
         for manifest in monitors[: policy.after]:
             if not _drifted(manifest):
@@ -271,7 +272,7 @@ def _hold(store: RunStore, name: str, policy: RetrainPolicy) -> str | None:
             last = max(retrains, key=_started)
             left = policy.cooldown - (time.time() - _started(last))
             if left > 0:
-                return f"retrain {last['run_id']} started less than the cooldown ago ({_human(left)} left)"
+                return f"retrain {last.run_id} started less than the cooldown ago ({_human(left)} left)"
     return None
 
 
@@ -285,7 +286,7 @@ def _human(seconds: float) -> str:
 def _maybe_retrain(
     result: MonitorResult, recipe: Recipe, policy: RetrainPolicy, store: RunStore, plugins: Plugins
 ) -> MonitorResult:
-    name = result.monitor.manifest["recipe_name"]
+    name = result.monitor.manifest.recipe_name
     result.held = _hold(store, name, policy)
     if result.held:
         return result
@@ -299,10 +300,11 @@ def _maybe_retrain(
     except BlockingIOError:
         result.held = f"a retrain of '{name}' is already running"
         return result
-    manifest = store.read_manifest(result.monitor.run_id)
-    manifest.setdefault("links", {})["retrain_run"] = result.retrain.run_id
-    store.write_manifest(result.monitor.run_id, manifest)
-    result.monitor.manifest["links"] = manifest["links"]
+    with file_lock(store.run_dir(result.monitor.run_id) / ".manifest.lock"):  # the plan's own lock
+        manifest = store.read_manifest(result.monitor.run_id)
+        manifest.links["retrain_run"] = result.retrain.run_id
+        store.write_manifest(result.monitor.run_id, manifest)
+    result.monitor.manifest.links["retrain_run"] = result.retrain.run_id
     return result
 
 
@@ -313,9 +315,10 @@ def _retrain_run(
     context = _context(resolved, store, {"monitor_run": result.monitor.run_id})
     plan = RunPlan(resolved, context, use_cache=True, overrides=list(policy.overrides))
     report = result.report
-    plan.manifest["trigger"] = {
+    trigger = {
         "monitor_run": result.monitor.run_id,
         "drift_share": report.metrics.get("drift_share") if report else None,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    setattr(plan.manifest, "trigger", trigger)  # noqa: B010 — an extra field of the typed manifest
     return _execute(plan)

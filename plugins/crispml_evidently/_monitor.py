@@ -246,8 +246,8 @@ def validate_window(current: Any, reference: Reference, label: str, context: Run
 def _latest_training_run(store: RunStore, recipe_name: str) -> str | None:
     """For a batch with no deployment: this recipe's latest run that trained a model."""
     for manifest in store.list_runs():
-        if manifest.get("recipe_name") != recipe_name or manifest.get("status") != "succeeded":
+        if manifest.recipe_name != recipe_name or manifest.status != "succeeded":
             continue
-        if any(s.get("name") == "train" and s.get("status") in ("succeeded", "cached") for s in manifest["stages"]):
-            return str(manifest["run_id"])
+        if any(s.name == "train" and s.status in ("succeeded", "cached") for s in manifest.stages):
+            return manifest.run_id
     return None
