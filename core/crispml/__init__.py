@@ -15,8 +15,10 @@ from crispml._version import __version__
 
 if TYPE_CHECKING:
     from crispml._redact import flatten, redact
+    from crispml._session import Session, session
     from crispml.context import RunContext
-    from crispml.declarations import Backend, Declaration, ExistingPath, Options
+    from crispml.declarations import Backend, Declaration, ExistingPath, Options, RetrainPolicy
+    from crispml.durations import parse_duration
     from crispml.errors import (
         CrispmlError,
         MissingBackendError,
@@ -28,9 +30,11 @@ if TYPE_CHECKING:
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
     from crispml.manifest import Attempt, Manifest, StageRecord
-    from crispml.models import load_model
+    from crispml.models import deployment, load_model, resolve_model
+    from crispml.monitoring import MonitorResult, monitor
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
+    from crispml.predictions import PREDICTION_LOG_SCHEMA, prediction_records
     from crispml.recipe import Recipe, Runner, Split, Step
     from crispml.results import (
         Dataset,
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
         ExpectationResult,
         ModelVersion,
         MonitorReport,
+        ResolvedModel,
         Result,
         TrainedModel,
         ValidationReport,
@@ -53,6 +58,10 @@ _LAZY = {
     "Declaration": "crispml.declarations",
     "ExistingPath": "crispml.declarations",
     "Options": "crispml.declarations",
+    "RetrainPolicy": "crispml.declarations",
+    "parse_duration": "crispml.durations",
+    "MonitorResult": "crispml.monitoring",
+    "monitor": "crispml.monitoring",
     "CrispmlError": "crispml.errors",
     "MissingBackendError": "crispml.errors",
     "PluginError": "crispml.errors",
@@ -74,6 +83,7 @@ _LAZY = {
     "ExpectationResult": "crispml.results",
     "ModelVersion": "crispml.results",
     "MonitorReport": "crispml.results",
+    "ResolvedModel": "crispml.results",
     "Result": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
@@ -90,6 +100,12 @@ _LAZY = {
     "find_project": "crispml.store",
     "file_lock": "crispml.store",
     "load_model": "crispml.models",
+    "resolve_model": "crispml.models",
+    "deployment": "crispml.models",
+    "prediction_records": "crispml.predictions",
+    "PREDICTION_LOG_SCHEMA": "crispml.predictions",
+    "Session": "crispml._session",
+    "session": "crispml._session",
     "Attempt": "crispml.manifest",
     "Manifest": "crispml.manifest",
     "StageRecord": "crispml.manifest",

@@ -17,7 +17,7 @@ import click
 from crispml._version import __version__
 from crispml.errors import EXIT_FAILED, EXIT_USAGE, CrispmlError
 
-_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init")
+_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init", "monitor")
 
 
 class _Group(click.Group):
@@ -29,9 +29,11 @@ class _Group(click.Group):
         if self._plugins_added:
             return
         self._plugins_added = True
-        from crispml.plugins import get_plugins
+        from crispml._session import Session, set_session
 
-        get_plugins().pm.hook.crispml_register_commands(cli=self)
+        session = Session()
+        set_session(session)  # commands run in this process: crispml.session() is this one
+        session.hook.crispml_register_commands(cli=self, session=session)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands()
@@ -184,6 +186,47 @@ def run_stage(run_id: str, stage: str) -> None:
     status = run_one(find_project(), run_id, stage, plugins=_reporter())
     click.echo(status)
     sys.exit(_EXIT.get(status, 0))
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--since", metavar="DURATION", help="Window: the requests of the last 30m, 6h, 2d…")
+@click.option("--last", type=int, metavar="N", help="Window: the last N predicted records.")
+@click.option("--batch", metavar="FILE", help="Compare this file instead of the deployment's requests.")
+@click.option("--no-retrain", is_flag=True, help="Report drift (exit 3) without retraining.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def monitor(
+    recipe: str,
+    since: str | None,
+    last: int | None,
+    batch: str | None,
+    no_retrain: bool,
+    overrides: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run RECIPE's monitor step alone: compare production data with what the served model was
+    trained on; on drift, retrain as the step says.
+
+    Exit codes: 0 no drift (or too little data to tell), 3 drift not retrained, with a retrain
+    its run's code (0 new model served, 3 challenger rejected, 1 failed).
+    """
+    from crispml.monitoring import monitor as run_monitor
+
+    result = run_monitor(
+        recipe,
+        since=since,
+        last=last,
+        batch=batch,
+        no_retrain=no_retrain,
+        overrides=list(overrides),
+        retrain_plugins=_reporter(),
+    )
+    if as_json:
+        _print_json(result.as_json())
+    else:
+        click.echo(result.line())
+    sys.exit(result.exit_code)
 
 
 # -- runs, show ----------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from crispml._session import Session
     from crispml.manifest import Manifest
+    from crispml.plugins import Plugins
     from crispml.recipe import Recipe
     from crispml.store import RunStore
 
@@ -32,6 +34,21 @@ class RunContext:
     links: dict[str, Any] = field(default_factory=dict)
     """Identifiers in other systems (``{"mlflow_run_id": ...}``), saved in the manifest."""
     resumed: bool = False
+    steps: dict[str, tuple[str, BaseModel]] = field(default_factory=dict, repr=False)
+    """Each stage's plugin and validated options (``${env:...}`` resolved): read them with
+    :meth:`step_options`."""
+    plugins: Plugins | None = field(default=None, repr=False)
+    """The run's plugin manager (reach it through :attr:`session`)."""
+
+    @property
+    def session(self) -> Session:
+        """The run's :class:`crispml.Session`: how a stage asks other plugins for their work
+        (``context.session.resolve_model(...)``) without importing them."""
+        from crispml._session import Session, session
+
+        if self.plugins is None:
+            return session()
+        return Session(self.plugins, self.project_dir)
 
     @property
     def run_dir(self) -> Path:
@@ -47,7 +64,41 @@ class RunContext:
         return logging.getLogger("crispml" + (f".{stage}" if stage else ""))
 
     def tracker_options(self, name: str) -> BaseModel | None:
+        """A tracker's options, for that tracker's own plugin: a plugin never reads another's
+        (ask through a hook instead, e.g. ``crispml_resolve_model``)."""
         return self.trackers.get(name)
+
+    def step_options(self, stage: str, plugin: str) -> BaseModel | None:
+        """A stage's validated options when the recipe binds it to ``plugin``, for that plugin's
+        own use outside the stage (its registry URI, say); ``None`` otherwise. Like
+        :meth:`tracker_options`, a plugin asks only for its own."""
+        bound = self.steps.get(stage)
+        return bound[1] if bound is not None and bound[0] == plugin else None
+
+    def apply_step(self, stage: str, **inputs: Any) -> Any:
+        """Apply the recipe's ``stage`` step, as the recipe configures it, to other inputs:
+        ``context.apply_step("validate", dataset=window)`` checks production data with the same
+        suite the training data passed. The step's plugin is called directly — no cache, no
+        gate, no stage record; its files land under ``artifact_dir(stage)`` of this run.
+
+        :raises UsageError: the recipe has no such step.
+        """
+        from crispml.errors import PluginError, UsageError
+        from crispml.stages import BY_NAME
+
+        bound = self.steps.get(stage)
+        if bound is None or self.plugins is None or stage not in BY_NAME:
+            raise UsageError(f"the recipe has no '{stage}' step to apply")
+        plugin, options = bound
+        spec = BY_NAME[stage]
+        args = {name: inputs.get(name) for name in spec.inputs}
+        result = self.plugins.call_only(spec.hook, plugin, options=options, context=self, **args)
+        if not isinstance(result, spec.result_type):
+            raise PluginError(
+                f"plugin '{plugin}' returned {type(result).__name__} from {spec.hook}, "
+                f"expected crispml.{spec.result_type.__name__}"
+            )
+        return result
 
     def manifest(self) -> Manifest:
         """The run's manifest as last written (a :class:`crispml.Manifest`: read attributes)."""

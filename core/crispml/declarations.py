@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+if TYPE_CHECKING:
+    from crispml.context import RunContext
 
 
 class Options(BaseModel):
@@ -38,12 +41,52 @@ class Options(BaseModel):
         import — is part of the step's cache key."""
         return []
 
+    def retrain_policy(self) -> RetrainPolicy | None:
+        """For a ``monitor`` step: when and how the core may retrain on drift (``None``: never).
+
+        Read by the core before a monitor runs (the overrides are checked against the recipe)
+        and after a :class:`crispml.MonitorReport` asks for a retrain.
+        """
+        return None
+
+    def ready(self, context: RunContext) -> None:
+        """Checks of the project's current state that a command running this step alone makes
+        before anything is written (``crispml monitor``: the deployment it watches exists).
+
+        Raise :class:`crispml.UsageError` with one line; the command exits 2 and no run is
+        recorded. A full recipe run does not call it (its deploy step may create what is checked).
+        """
+        return None
+
+    def provided_columns(self) -> tuple[list[str], str] | None:
+        """A load step's columns, if known before it runs (a file's header), and a short name
+        for its data (``churn.csv``), so that other steps can check a recipe against them
+        without knowing which plugin loads the data. ``None``: unknown until the step runs.
+        """
+        return None
+
     def provided_metrics(self) -> list[str] | None:
         """The metric names this step's result will carry, if known before it runs.
 
         When known, a ``gate:`` naming any other metric is a recipe error. ``None``: unknown.
         """
         return None
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """How a monitor's drift becomes a training run (``crispml monitor``).
+
+    The core runs the recipe again without its monitor step, with ``overrides`` applied (as
+    ``--set`` would), once ``after`` consecutive monitor runs of the recipe drifted and no
+    retrain of it started in the last ``cooldown`` seconds; one retrain per recipe at a time.
+    """
+
+    overrides: tuple[str, ...] = ()
+    after: int = 1
+    cooldown: float = 0.0
+    source: str = "monitor.retrain"
+    """The recipe field the policy came from, for error messages."""
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:

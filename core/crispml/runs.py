@@ -132,6 +132,8 @@ def _new_plan(
         recipe_dir=resolved.recipe_dir,
         store=store,
         trackers=dict(resolved.trackers),
+        steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
+        plugins=plugins,
     )
     return RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
 
@@ -179,6 +181,8 @@ def stored_plan(
         trackers=dict(resolved.trackers),
         links=dict(manifest.links),
         resumed=resumed,
+        steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
+        plugins=plugins,
     )
     return RunPlan(resolved, context, use_cache=manifest.use_cache, manifest=manifest)
 

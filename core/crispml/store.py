@@ -59,15 +59,16 @@ def _atomic_link(source: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[None]:
     """An exclusive lock between processes on this machine (``fcntl.flock`` on ``path``).
 
     For plugins that must serialise a read-decide-write against shared state: moving a registry
-    alias, switching a deployment.
+    alias, switching a deployment. With ``blocking=False``, a lock another process holds raises
+    ``BlockingIOError`` at once (for "one at a time, skip the rest": a retrain per recipe).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ building the suite and writing the report.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crispml import Dataset, ExpectationResult, RunContext, UsageError, ValidationReport
-from crispml_great_expectations._suite import Entry, SuiteError, build, check_columns
+from crispml_great_expectations._suite import SCHEMA_EXPECTATIONS, Entry, SuiteError, build, check_columns
 
 # How many unexpected values GX collects per expectation; the report keeps the first distinct ones.
 _COLLECT = 20
@@ -175,8 +176,12 @@ def validate_frame(
     on_failure: str = "reject",
     unexpected_values: int = 5,
     logger: logging.Logger | None = None,
+    skipped: list[dict[str, Any]] | None = None,
 ) -> ValidationReport:
-    """Validate ``frame`` against ``entries``; write the report to ``out_dir``; print failures."""
+    """Validate ``frame`` against ``entries``; write the report to ``out_dir``; print failures.
+
+    ``skipped``: records of expectations not run (reported under ``skipped``, neither passed
+    nor failed)."""
     from crispml_great_expectations import _report
 
     results, records = run_suite(frame, entries, suite_name=suite_name, unexpected_values=unexpected_values)
@@ -188,6 +193,8 @@ def validate_frame(
         "failed": float(len(failed)),
         "success_percent": round(100.0 * (n - len(failed)) / n, 4) if n else 100.0,
     }
+    if skipped:
+        metrics["skipped"] = float(len(skipped))
     summary = {
         "suite": suite_name,
         "data": data_name,
@@ -197,6 +204,7 @@ def validate_frame(
         "on_failure": on_failure,
         "statistics": {k: (int(v) if k != "success_percent" else v) for k, v in metrics.items()},
         "results": records,
+        "skipped": list(skipped or []),
     }
     artifacts = _report.write(summary, out_dir)
     rejection = None
@@ -217,9 +225,33 @@ def validate_frame(
     return ValidationReport(success=success, results=results, metrics=metrics, artifacts=artifacts, rejection=rejection)
 
 
+_COLUMN_COUNT = frozenset({"expect_table_column_count_to_equal", "expect_table_column_count_to_be_between"})
+
+
+def without_target(entries: list[Entry], target: str) -> tuple[list[Entry], list[Entry]]:
+    """``(to run, skipped)`` for data that names its target but lacks the column — production
+    data, which has no labels yet. Expectations on the target are skipped; schema expectations
+    are checked without it; column counts (which counted it) are skipped."""
+    keep: list[Entry] = []
+    skipped: list[Entry] = []
+    for entry in entries:
+        key = next((k for k in ("column_set", "column_list") if k in entry.kwargs), None)
+        if entry.expect in SCHEMA_EXPECTATIONS and entry.expect != "expect_column_to_exist" and key:
+            listed = [c for c in entry.kwargs[key] if c != target]
+            keep.append(dataclasses.replace(entry, kwargs={**entry.kwargs, key: listed}, built=None))
+        elif target in entry.columns or entry.expect in _COLUMN_COUNT:
+            skipped.append(entry)
+        else:
+            keep.append(entry)
+    return keep, skipped
+
+
 def validate_dataset(options: Any, dataset: Dataset, context: RunContext) -> ValidationReport:
     """The ``crispml_validate`` hook's body."""
     entries, name = options.load()
+    skipped: list[Entry] = []
+    if dataset.target is not None and dataset.target not in dataset.frame.columns:
+        entries, skipped = without_target(entries, dataset.target)
     return validate_frame(
         dataset.frame,
         entries,
@@ -229,4 +261,7 @@ def validate_dataset(options: Any, dataset: Dataset, context: RunContext) -> Val
         on_failure=options.on_failure,
         unexpected_values=options.unexpected_values,
         logger=context.logger("validate"),
+        skipped=[
+            _record(e, True, skipped=f"the data has no '{dataset.target}' column (no labels yet)") for e in skipped
+        ],
     )
