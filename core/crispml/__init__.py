@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         RecipeError,
         StageError,
         UsageError,
+        clip,
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
@@ -57,6 +58,7 @@ _LAZY = {
     "RecipeError": "crispml.errors",
     "StageError": "crispml.errors",
     "UsageError": "crispml.errors",
+    "clip": "crispml.errors",
     "Gate": "crispml.gates",
     "hash_file": "crispml.fingerprint",
     "RunPlan": "crispml.plan",

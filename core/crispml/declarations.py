@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
+from crispml.errors import clip
+
 
 class Options(BaseModel):
     """Base class of a plugin's options model: unknown fields are errors, not silence."""
@@ -38,6 +40,12 @@ class Options(BaseModel):
         import — is part of the step's cache key."""
         return []
 
+    def columns(self) -> list[str] | None:
+        """The columns the dataset a load step returns will have, if known before it runs
+        (read from a file's header, say). When known, the recipe's ``split.stratify`` is checked
+        against them before anything runs. ``None``: unknown."""
+        return None
+
     def provided_metrics(self) -> list[str] | None:
         """The metric names this step's result will carry, if known before it runs.
 
@@ -50,8 +58,12 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
-    if not value.exists():
-        raise ValueError(f"file not found: {value}")
+    try:
+        found = value.exists()
+    except OSError as exc:  # a name too long for the file system, say
+        raise ValueError(f"not a usable path ({exc.strerror or exc}): {clip(str(value))}") from None
+    if not found:
+        raise ValueError(f"file not found: {clip(str(value), 200)}")
     return value
 
 
