@@ -14,6 +14,7 @@ from crispml._markers import hookimpl
 from crispml._version import __version__
 
 if TYPE_CHECKING:
+    from crispml._process import ProcessIdentity, processes_in, stop_tree
     from crispml._redact import flatten, redact
     from crispml.context import RunContext
     from crispml.declarations import Backend, Declaration, ExistingPath, Options
@@ -89,6 +90,9 @@ _LAZY = {
     "load_model": "crispml.models",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
+    "ProcessIdentity": "crispml._process",
+    "processes_in": "crispml._process",
+    "stop_tree": "crispml._process",
 }
 
 __all__ = ["__version__", "hookimpl", *sorted(_LAZY)]

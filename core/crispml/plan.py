@@ -22,6 +22,7 @@ from typing import Any
 from crispml._redact import redact
 from crispml._version import __version__
 from crispml.context import RunContext
+from crispml._process import ProcessIdentity
 from crispml.environment import environment
 from crispml.errors import PluginError, StageError
 from crispml.fingerprint import (
@@ -88,6 +89,7 @@ class RunPlan:
             "ended": None,
             "duration": None,
             "pid": os.getpid(),
+            "pid_created": ProcessIdentity.current().created,
             "host": socket.gethostname(),
             "recipe": redact(r.recipe.to_dict()),
             "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,

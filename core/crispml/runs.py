@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crispml._process import ProcessIdentity
 from crispml._redact import MASK, flatten
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
@@ -162,22 +163,34 @@ def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunSto
     for record in manifest["stages"]:
         if record["status"] not in DONE:
             record.update(status="pending", error=None)
-    manifest.update(status="running", ended=None, error=None, rejection=None, pid=os.getpid())
+    manifest.update(
+        status="running",
+        ended=None,
+        error=None,
+        rejection=None,
+        pid=os.getpid(),
+        pid_created=ProcessIdentity.current().created,
+    )
     manifest["resumes"] = int(manifest.get("resumes", 0)) + 1
     plan = RunPlan(resolved, context, use_cache=manifest.get("use_cache", True), manifest=manifest)
     return _execute(plan)
 
 
 def _alive(manifest: dict[str, Any]) -> bool:
+    """Is the process that runs this manifest's run still running? The pid and its start time
+    must both match: a pid recycled for another process (after a reboot, say) is not the run.
+    Manifests written before start times were kept are judged by the pid alone."""
     import socket
 
     if manifest.get("host") != socket.gethostname():
         return True  # cannot tell from here: assume it is
     try:
-        os.kill(int(manifest["pid"]), 0)
-    except (OSError, ValueError, TypeError):
+        pid = int(manifest["pid"])
+        created = manifest.get("pid_created")
+        identity = ProcessIdentity(pid, float(created) if created is not None else None)
+    except (KeyError, ValueError, TypeError):
         return False
-    return True
+    return identity.alive()
 
 
 def run_state(manifest: dict[str, Any]) -> str:
