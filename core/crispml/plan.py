@@ -19,10 +19,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from crispml._process import ProcessIdentity
 from crispml._redact import redact
 from crispml._version import __version__
 from crispml.context import RunContext
-from crispml._process import ProcessIdentity
 from crispml.environment import environment
 from crispml.errors import PluginError, StageError
 from crispml.fingerprint import (

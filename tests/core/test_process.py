@@ -4,6 +4,7 @@ for the process a record names, and a stopped tree is really gone."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import signal
@@ -47,10 +48,8 @@ def stubborn(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
         yield proc, child
     finally:
         for pid in (proc.pid, child):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait(timeout=10)
         proc.stdout.close()
 
