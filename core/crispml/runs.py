@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crispml._isolation import isolate
 from crispml._process import ProcessIdentity
 from crispml._redact import MASK, flatten
 from crispml.context import RunContext
@@ -110,6 +111,7 @@ def _run(
 ) -> RunResult:
     resolved = resolve(recipe, plugins)
     store = RunStore(Path(project).resolve() if project else find_project())
+    isolate(store.project_dir, plugins)
     context = RunContext(
         run_id=new_run_id(),
         recipe=recipe,
@@ -150,6 +152,7 @@ def resume(
 
 def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunStore, plugins: Plugins) -> RunResult:
     resolved = resolve(recipe, plugins)
+    isolate(store.project_dir, plugins)
     context = RunContext(
         run_id=run_id,
         recipe=recipe,

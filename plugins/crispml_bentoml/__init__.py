@@ -19,6 +19,7 @@ the plugin starts, never when crispml loads its plugins.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -119,6 +120,15 @@ def settings_from(options: DeployOptions, name: str) -> Any:
         log_max_bytes=int(options.prediction_log_mb * 1_000_000),
         log_backups=options.prediction_log_backups,
     )
+
+
+
+@hookimpl
+def crispml_environment(project_dir: Path) -> dict[str, str]:
+    """BentoML's model store and bentos in the project, not ``~/bentoml``; telemetry off."""
+    from crispml_bentoml import _state
+
+    return {"BENTOML_HOME": str(_state.bentoml_home(project_dir)), "BENTOML_DO_NOT_TRACK": "True"}
 
 
 @hookimpl
