@@ -122,7 +122,6 @@ def settings_from(options: DeployOptions, name: str) -> Any:
     )
 
 
-
 @hookimpl
 def crispml_environment(project_dir: Path) -> dict[str, str]:
     """BentoML's model store and bentos in the project, not ``~/bentoml``; telemetry off."""

@@ -156,7 +156,6 @@ def crispml_declare() -> Declaration:
     )
 
 
-
 @hookimpl
 def crispml_environment() -> dict[str, str]:
     """Great Expectations' usage statistics off."""

@@ -149,7 +149,6 @@ def _tracker_options(context: RunContext) -> TrackingOptions | None:
     return options if isinstance(options, TrackingOptions) else None
 
 
-
 @hookimpl
 def crispml_environment() -> dict[str, str]:
     """Telemetry off (MLflow accepts only "true"); its installation id would go to

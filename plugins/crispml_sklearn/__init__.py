@@ -104,7 +104,6 @@ def crispml_declare() -> Declaration:
     )
 
 
-
 @hookimpl
 def crispml_environment(project_dir: Path) -> dict[str, str]:
     """matplotlib (the evaluation's plots) keeps its config and font cache in the project: on
