@@ -88,4 +88,7 @@ class StageError(CrispmlError):
         self.stage = stage
         self.plugin = plugin
         self.cause = cause
-        super().__init__(f"stage '{stage}' (plugin '{plugin}') failed: {type(cause).__name__}: {cause}")
+        # Kept whole enough to debug from the manifest, never megabytes (an exception may echo
+        # a whole input); the terminal cuts it further.
+        said = clip(str(cause), 5 * MESSAGE_LIMIT)
+        super().__init__(f"stage '{stage}' (plugin '{plugin}') failed: {type(cause).__name__}: {said}")

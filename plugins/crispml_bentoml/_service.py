@@ -237,13 +237,6 @@ class Predictor:
 
     @bentoml.api(route="/predict", input_spec=PredictRequest)
     def predict(self, records: list[Any], ctx: bentoml.Context) -> dict[str, Any]:
-        kind = ctx.request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "application/json":
-            # BentoML also reads form fields and bodies without a type: a client that did not
-            # mean to send JSON gets told so, not an answer to something it did not ask.
-            raise bentoml.exceptions.InvalidArgument(
-                f"expected a body of content-type application/json, got {kind or 'none'}"
-            )
         rows = [r.model_dump(by_alias=True) for r in records]
         frame = self._frame(rows)
         try:
@@ -285,3 +278,33 @@ class Predictor:
                 entry["unseen"] = unseen
             self.log.append(entry)
         return out
+
+
+class JsonOnly:
+    """ASGI middleware: a ``POST /predict`` whose body is not declared ``application/json`` is
+    answered 400 ``{"error": ...}`` before BentoML reads it. BentoML would otherwise accept form
+    fields, multipart parts and bodies with no type (and answer some of their errors as a list):
+    a client that did not mean to send JSON is told so, not answered."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "POST" and scope.get("path") == "/predict":
+            types = [v for k, v in scope.get("headers") or [] if k.lower() == b"content-type"]
+            kind = types[-1].split(b";")[0].strip().lower().decode("latin-1") if types else ""
+            if kind != "application/json":
+                body = json.dumps({"error": f"expected a body of content-type application/json, got {kind or 'none'}"})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        await self.app(scope, receive, send)
+
+
+Predictor.add_asgi_middleware(JsonOnly)  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@ exit 2; nothing has run and nothing is written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -280,3 +281,37 @@ def test_a_file_that_is_not_data_is_refused_without_its_content(  # type: ignore
         for secret in (SECRET_LINE, "s3cr3t", passwd, passwd.split(":")[0] + ":"):
             assert secret not in proc.stderr + proc.stdout
         assert not (project / ".crispml").exists()
+
+
+LOUD_STEPS = '''
+import crispml
+
+
+@crispml.hookimpl
+def crispml_declare():
+    return crispml.Declaration(stages={"train": crispml.Options})
+
+
+@crispml.hookimpl
+def crispml_train(options, dataset):
+    raise ValueError("[bold red]not markup[/] " + "y" * 2_000_000 + "\\nsecond line")
+'''
+
+
+def test_a_stage_error_of_megabytes_is_printed_cut_and_recorded(  # type: ignore[no-untyped-def]
+    project: Path, crispml_cli, churn_csv: Path
+) -> None:
+    """A backend failure: exit 1, one readable line per report, the run recorded as failed."""
+    shutil.copy(churn_csv, project / "churn.csv")
+    (project / "steps.py").write_text(LOUD_STEPS)
+    (project / "r.yaml").write_text(BASE + "plugins: [steps]\ntrain: {use: steps}\n")
+    proc = crispml_cli("run", "r.yaml", timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr) < 3000, len(proc.stderr)
+    assert "[bold red]not markup[/]" in proc.stderr and "characters)" in proc.stderr
+    assert "stage 'train' (plugin 'steps') failed" in proc.stderr
+    manifests = list((project / ".crispml" / "runs").glob("*/manifest.json"))
+    manifest = json.loads(manifests[0].read_text()) if len(manifests) == 1 else {}
+    assert manifest["status"] == "failed" and "yyyy" in manifest["error"]
+    assert len(manifest["error"]) < 2_500
