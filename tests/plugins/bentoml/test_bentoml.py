@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -92,15 +93,15 @@ class Served:
 def _our_processes(marker: str) -> list[int]:
     """Process groups whose leader (or any member) has ``marker`` in its command line."""
     groups = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = " ".join(proc.cmdline())
             # BentoML's workers name no folder on their command line but work in the release's.
-            if marker in cmdline or os.readlink(entry / "cwd").startswith(marker):
-                groups.add(os.getpgid(int(entry.name)))
-        except (OSError, ProcessLookupError):
+            if marker in cmdline or proc.cwd().startswith(marker):
+                groups.add(os.getpgid(proc.pid))
+        except (psutil.Error, OSError):
             continue
     groups.discard(os.getpgid(0))
     return sorted(groups)
@@ -298,34 +299,30 @@ def listing(served: Served) -> list[dict[str, Any]]:
 
 def alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def processes_working_in(folder: Path) -> list[int]:
     out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.readlink(entry / "cwd") == str(folder):
-                    out.append(int(entry.name))
-            except OSError:
-                continue
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.cwd() == str(folder):
+                out.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
     return out
 
 
 def processes_naming(marker: str) -> list[int]:
     out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    out.append(int(entry.name))
-            except OSError:
-                continue
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if marker in " ".join(proc.cmdline()):
+                out.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
     return out
 
 
