@@ -16,6 +16,7 @@ from crispml._version import __version__
 if TYPE_CHECKING:
     from crispml._process import ProcessIdentity, processes_in, stop_tree
     from crispml._redact import flatten, redact
+    from crispml._yaml import YamlProblem, load_yaml
     from crispml.context import RunContext
     from crispml.declarations import Backend, Declaration, ExistingPath, Options
     from crispml.errors import (
@@ -93,6 +94,8 @@ _LAZY = {
     "ProcessIdentity": "crispml._process",
     "processes_in": "crispml._process",
     "stop_tree": "crispml._process",
+    "YamlProblem": "crispml._yaml",
+    "load_yaml": "crispml._yaml",
 }
 
 __all__ = ["__version__", "hookimpl", *sorted(_LAZY)]

@@ -83,6 +83,14 @@ def load_with_lines(text: str) -> tuple[Any, dict[Path_, int]]:
         loader.dispose()
 
 
+def load_yaml(source: str | bytes) -> Any:
+    """Parse a YAML document a user wrote (a recipe, a suite, a plugin's own file) with the
+    refusals listed above: a :class:`YamlProblem` (its ``line`` set when known) for a hostile or
+    broken file, ``yaml.YAMLError`` for malformed YAML. Bytes are decoded as UTF-8 first."""
+    text = decode(source) if isinstance(source, bytes) else source
+    return load_with_lines(text)[0]
+
+
 def _check_depth(text: str) -> None:
     depth = 0
     for event in yaml.parse(text, Loader=_Loader):

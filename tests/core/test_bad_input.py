@@ -283,7 +283,7 @@ def test_a_file_that_is_not_data_is_refused_without_its_content(  # type: ignore
         assert not (project / ".crispml").exists()
 
 
-LOUD_STEPS = '''
+LOUD_STEPS = """
 import crispml
 
 
@@ -295,7 +295,7 @@ def crispml_declare():
 @crispml.hookimpl
 def crispml_train(options, dataset):
     raise ValueError("[bold red]not markup[/] " + "y" * 2_000_000 + "\\nsecond line")
-'''
+"""
 
 
 def test_a_stage_error_of_megabytes_is_printed_cut_and_recorded(  # type: ignore[no-untyped-def]
