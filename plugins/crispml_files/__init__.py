@@ -109,6 +109,8 @@ class LoadOptions(Options):
     def _a_file(cls, path: Path, info: ValidationInfo) -> Path:
         if path.is_dir():
             raise ValueError(f"expected a CSV or Parquet file, got a folder: {path}")
+        if not path.is_file():  # a FIFO or a device: reading it could block or never end
+            raise ValueError(f"expected a CSV or Parquet file, got a special file: {path}")
         check_data_file(path, info.data.get("format", "auto"))
         return path
 

@@ -4,6 +4,7 @@ exit 2; nothing has run and nothing is written."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -262,6 +263,8 @@ SECRET_LINE = "s3cr3t-first-line,with,commas"
         ("{use: files, path: OUTSIDE/blob.csv, target: churned}", "expected a CSV file, got a binary file"),
         ("{use: files, path: OUTSIDE/latin.csv}", "expected a CSV file of UTF-8 text"),
         ("{use: files, path: OUTSIDE/notes.csv}\nsplit: {stratify: churned}", "it has 3 columns"),
+        ("{use: files, path: OUTSIDE/fifo.csv}", "expected a CSV or Parquet file, got a special file"),
+        ("{use: files, path: /dev/zero, format: csv}", "expected a CSV or Parquet file, got a special file"),
     ],
 )
 def test_a_file_that_is_not_data_is_refused_without_its_content(  # type: ignore[no-untyped-def]
@@ -270,6 +273,8 @@ def test_a_file_that_is_not_data_is_refused_without_its_content(  # type: ignore
     outside = tmp_path_factory.mktemp("outside")
     (outside / "notes.csv").write_text(SECRET_LINE + "\nrest\n")
     (outside / "blob.csv").write_bytes(b"\x89PNG\r\n\x1a\n\0\0" + SECRET_LINE.encode())
+    if not (outside / "fifo.csv").exists():
+        os.mkfifo(outside / "fifo.csv")  # opening it to read would wait for a writer forever
     (outside / "latin.csv").write_bytes(SECRET_LINE.encode() + " caf\xe9 ".encode("latin-1") * 10)
     (project / "r.yaml").write_text(f"name: t\nload: {load.replace('OUTSIDE', str(outside))}\n")
     passwd = Path("/etc/passwd").read_text().splitlines()[0]
