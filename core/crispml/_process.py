@@ -120,11 +120,6 @@ def _process(pid: int | None) -> Any | None:
         return None
 
 
-def alive(pid: int | None) -> bool:
-    """Is some process (not a zombie) running as ``pid``? Prefer ``ProcessIdentity.alive``."""
-    return bool(pid) and ProcessIdentity(int(pid or 0), None).alive()
-
-
 def descendants(pid: int | None) -> list[Any]:
     """Every process ``pid`` started, and they started (``psutil.Process`` objects)."""
     proc = _process(pid)
