@@ -19,6 +19,7 @@ import pytest
 
 import crispml
 from crispml import ProcessIdentity, processes_in, stop_tree
+from crispml.manifest import Manifest
 from crispml.runs import run_state
 
 from conftest import basic_recipe
@@ -127,13 +128,13 @@ def test_a_run_whose_pid_was_recycled_is_interrupted_and_resumable(
 
     manifest["pid_created"] = real.created  # that process really is the run: still running
     path.write_text(json.dumps(manifest))
-    assert run_state(manifest) == "running"
+    assert run_state(Manifest.load(manifest)) == "running"
     with pytest.raises(crispml.UsageError, match="is still running"):
         crispml.resume(done.run_id, extra_plugins=fakes)
 
     manifest["pid_created"] = real.created - 3600  # the run's process died; its pid was reused
     path.write_text(json.dumps(manifest))
-    assert run_state(manifest) == "interrupted"
+    assert run_state(Manifest.load(manifest)) == "interrupted"
     assert crispml.resume(done.run_id, extra_plugins=fakes).status == "succeeded"
 
 
