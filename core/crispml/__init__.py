@@ -14,8 +14,10 @@ from crispml._markers import hookimpl
 from crispml._version import __version__
 
 if TYPE_CHECKING:
+    from crispml._process import ProcessIdentity, processes_in, stop_tree
     from crispml._redact import flatten, redact
     from crispml._session import Session, session
+    from crispml._yaml import YamlProblem, load_yaml
     from crispml.context import RunContext
     from crispml.declarations import Backend, Declaration, ExistingPath, Options, RetrainPolicy
     from crispml.durations import parse_duration
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
         RecipeError,
         StageError,
         UsageError,
+        clip,
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
@@ -68,6 +71,7 @@ _LAZY = {
     "RecipeError": "crispml.errors",
     "StageError": "crispml.errors",
     "UsageError": "crispml.errors",
+    "clip": "crispml.errors",
     "Gate": "crispml.gates",
     "hash_file": "crispml.fingerprint",
     "RunPlan": "crispml.plan",
@@ -111,6 +115,11 @@ _LAZY = {
     "StageRecord": "crispml.manifest",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
+    "ProcessIdentity": "crispml._process",
+    "processes_in": "crispml._process",
+    "stop_tree": "crispml._process",
+    "YamlProblem": "crispml._yaml",
+    "load_yaml": "crispml._yaml",
 }
 
 __all__ = ["__version__", "hookimpl", *sorted(_LAZY)]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from crispml._markers import hookimpl
+from crispml.errors import MESSAGE_LIMIT, clip
 
 if TYPE_CHECKING:
     from crispml.context import RunContext
@@ -68,13 +69,13 @@ class ConsoleReporter:
         self._stop()
         note = _brief(result)
         if status == "rejected" and result.rejection:
-            note = result.rejection
+            note = _said(result.rejection)
         self._line(stage, plugin, status, duration, note)
 
     @hookimpl
     def crispml_on_stage_error(self, stage: str, plugin: str, error: BaseException) -> None:
         self._stop()
-        self._line(stage, plugin, "failed", None, f"{type(error).__name__}: {error}")
+        self._line(stage, plugin, "failed", None, _said(f"{type(error).__name__}: {error}"))
 
     @hookimpl
     def crispml_after_run(self, context: RunContext, status: str) -> None:
@@ -84,9 +85,17 @@ class ConsoleReporter:
             if record.status == "skipped":
                 self._line(record.name, record.plugin, "skipped", None, "")
         _, color = _STYLE.get(status, ("", "white"))
-        why = manifest.rejection or manifest.error or ""
+        why = _said(manifest.rejection or manifest.error or "")
         self.console.print(
             f"[{color}]run {status}[/] in {manifest.duration or 0:.2f}s"
             + (f": {why}" if why else "")
             + f"  (.crispml/runs/{context.run_id})"
         )
+
+
+def _said(text: str) -> str:
+    """A message from a stage, printable on one line: whitespace folded, cut to a readable length
+    (an exception may carry megabytes), rich markup escaped (``[red]`` in a message is text)."""
+    from rich.markup import escape
+
+    return escape(clip(" ".join(str(text).split()), MESSAGE_LIMIT))

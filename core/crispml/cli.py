@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from crispml._version import __version__
-from crispml.errors import EXIT_FAILED, EXIT_USAGE, CrispmlError
+from crispml.errors import EXIT_FAILED, EXIT_USAGE, MESSAGE_LIMIT, CrispmlError, clip
 
 _CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init", "monitor")
 
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except CrispmlError as exc:
-        click.echo(f"crispml: error: {exc}", err=True)
+        click.echo(f"crispml: error: {clip(' '.join(str(exc).split()), MESSAGE_LIMIT + 200)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         # never get here (a failing stage is an outcome, recorded in the run store).
         if os.environ.get("CRISPML_DEBUG"):
             raise
-        message = " ".join(str(exc).split()) or "(no message)"
+        message = clip(" ".join(str(exc).split()), MESSAGE_LIMIT) or "(no message)"
         click.echo(f"crispml: error: {type(exc).__name__}: {message} (CRISPML_DEBUG=1 shows the traceback)", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(0)

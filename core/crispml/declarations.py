@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
+from crispml.errors import clip
+
 if TYPE_CHECKING:
     from crispml.context import RunContext
 
@@ -93,8 +95,12 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
-    if not value.exists():
-        raise ValueError(f"file not found: {value}")
+    try:
+        found = value.exists()
+    except OSError as exc:  # a name too long for the file system, say
+        raise ValueError(f"not a usable path ({exc.strerror or exc}): {clip(str(value))}") from None
+    if not found:
+        raise ValueError(f"file not found: {clip(str(value), 200)}")
     return value
 
 

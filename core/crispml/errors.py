@@ -12,6 +12,18 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
 
+MESSAGE_LIMIT = 400
+"""The longest message a user's mistake prints (values in it are cut first, see :func:`clip`)."""
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to at most about ``limit`` characters, saying how much was left out: messages
+    echo values, and a value of megabytes must not become a message of megabytes."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 24, 10)
+    return f"{text[:keep]}… ({len(text):,} characters)"
+
 
 class CrispmlError(Exception):
     """Base class of every error crispml raises on purpose."""
@@ -48,8 +60,8 @@ class RecipeError(UsageError):
             where = self.file + (f":{self.line}" if self.line else "") + ": "
         elif self.line:
             where = f"line {self.line}: "
-        field = f"{self.field}: " if self.field else ""
-        return f"{where}{field}{self.message}"
+        field = f"{clip(self.field)}: " if self.field else ""
+        return f"{clip(where, 200)}{field}{clip(self.message, MESSAGE_LIMIT)}"
 
     def located(self, file: str | None, line: int | None) -> RecipeError:
         """The same error, placed in a file (and line) once the caller knows them."""
@@ -76,7 +88,10 @@ class StageError(CrispmlError):
         self.stage = stage
         self.plugin = plugin
         self.cause = cause
-        super().__init__(f"stage '{stage}' (plugin '{plugin}') failed: {type(cause).__name__}: {cause}")
+        # Kept whole enough to debug from the manifest, never megabytes (an exception may echo
+        # a whole input); the terminal cuts it further.
+        said = clip(str(cause), 5 * MESSAGE_LIMIT)
+        super().__init__(f"stage '{stage}' (plugin '{plugin}') failed: {type(cause).__name__}: {said}")
 
     @classmethod
     def recorded(cls, stage: str, plugin: str, message: str) -> StageError:

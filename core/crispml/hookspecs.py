@@ -54,6 +54,24 @@ def crispml_declare() -> Declaration:
     raise NotImplementedError
 
 
+@_hookspec
+def crispml_environment(project_dir: Path) -> dict[str, str] | None:
+    """Environment variables this plugin's backend needs before it is imported.
+
+    The core sets them (with its own: ``XDG_CONFIG_HOME``/``XDG_CACHE_HOME``/``XDG_DATA_HOME``/
+    ``XDG_STATE_HOME`` under ``.crispml/home/`` and ``DO_NOT_TRACK=true``) when plugins load and
+    again when a run starts in a project, so that the backend — in this process and in every
+    process crispml starts, which inherit them — keeps its config, caches and stores in the
+    project, never in the home directory, and sends no telemetry. Return paths inside
+    ``project_dir / ".crispml"`` and the backend's telemetry switches; do not create anything
+    (a recipe that turns out invalid must leave ``.crispml/`` unwritten). A variable the user has
+    set already is left as it is. Called for every plugin; must not import the backend.
+
+    :param project_dir: the project folder (its ``.crispml/`` holds the run store).
+    :return: ``{"NAME": "value"}``, or ``None``.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Stage hooks — the runner calls each one restricted to the plugin the recipe's step names.
 # --------------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ class StageRecord(_Document):
     gates: list[str] | None = None
     pid: int | None = None
     """The process running it (only while ``running``), with ``host`` and ``thread``."""
+    pid_created: float | None = None
+    """That process's start time: with ``pid``, it tells the process from a later one given the
+    same pid (``crispml._process.ProcessIdentity``)."""
     host: str | None = None
     thread: int | None = None
 
@@ -91,6 +94,8 @@ class Manifest(_Document):
     ended: str | None = None
     duration: float | None = None
     pid: int | None = None
+    pid_created: float | None = None
+    """The start time of the process ``pid`` (guards against a recycled pid)."""
     host: str | None = None
     recipe: dict[str, Any]
     """The resolved recipe (``${env:NAME}`` references kept, literal secrets masked)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crispml._isolation import isolate
 from crispml.errors import PluginError, UsageError
 from crispml.store import find_project
 
@@ -39,7 +40,9 @@ def load_model(reference: str, *, project: str | Path | None = None, plugins: Pl
     :return: an object with ``predict`` (for MLflow, a ``pyfunc`` model).
     """
     pl = _plugins(plugins)
-    model = pl.pm.hook.crispml_load_model(reference=reference, project_dir=_project(project))
+    project_dir = _project(project)
+    isolate(project_dir, pl)  # the registry's backend loads in this process: its state in the project
+    model = pl.pm.hook.crispml_load_model(reference=reference, project_dir=project_dir)
     if model is None:
         raise UsageError(
             f"no installed plugin knows the model '{reference}' "
@@ -66,6 +69,7 @@ def resolve_model(
 
     pl = _plugins(plugins, context)
     project = _project(project_dir if project_dir is not None else (context.project_dir if context else None))
+    isolate(project, pl)
     resolved = pl.pm.hook.crispml_resolve_model(reference=reference, project_dir=project, context=context)
     if resolved is None:
         raise UsageError(
@@ -88,7 +92,9 @@ def deployment(name: str, project_dir: str | Path | None = None, *, plugins: Plu
     from crispml.results import Deployment
 
     pl = _plugins(plugins)
-    found = pl.pm.hook.crispml_deployment(name=name, project_dir=_project(project_dir))
+    project = _project(project_dir)
+    isolate(project, pl)
+    found = pl.pm.hook.crispml_deployment(name=name, project_dir=project)
     if found is None:
         raise UsageError(f"no deployment named '{name}' (see: crispml deployments)")
     if not isinstance(found, Deployment):

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from crispml._process import ProcessIdentity
 from crispml._redact import redact
 from crispml._version import __version__
 from crispml.context import RunContext
@@ -103,6 +104,7 @@ class RunPlan:
                 "ended": None,
                 "duration": None,
                 "pid": os.getpid(),
+                "pid_created": ProcessIdentity.current().created,
                 "host": socket.gethostname(),
                 "recipe": redact(r.recipe.to_dict()),
                 "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
@@ -244,6 +246,7 @@ class RunPlan:
         now = _now()
         record.status, record.started, record.duration, record.error, record.reasons = "running", now, None, None, None
         record.pid, record.host, record.thread = os.getpid(), socket.gethostname(), threading.get_ident()
+        record.pid_created = ProcessIdentity.current().created
         record.attempts.append(Attempt(started=now))
         return None
 
@@ -434,6 +437,7 @@ class RunPlan:
             for record in manifest.stages:
                 if record.status in ("pending", "running"):
                     record.status, record.pid, record.host, record.thread = "skipped", None, None, None
+                    record.pid_created = None
             self.error = self._run_error(manifest)
             self.rejection = self.rejection or _rejection(manifest)
             status = "failed" if self.error else "rejected" if self.rejection else "succeeded"
@@ -489,7 +493,7 @@ def _end_attempt(manifest: Manifest, name: str, duration: float, error: str | No
     """Close the stage's current attempt; return its record (no longer held by a process)."""
     record = manifest.stage(name)
     record.duration, record.error = round(duration, 4), error
-    record.pid, record.host, record.thread = None, None, None
+    record.pid, record.pid_created, record.host, record.thread = None, None, None, None
     if record.attempts:
         record.attempts[-1].duration, record.attempts[-1].error = round(duration, 4), error
     return record

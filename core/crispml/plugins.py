@@ -238,6 +238,11 @@ def get_plugins(*, strict: bool | None = None, entry_points: bool = True) -> Plu
     plugins.load_defaults()
     if entry_points:
         plugins.load_entry_points()
+    # Before any backend is imported (a stage, a plugin command): state in the project.
+    from crispml._isolation import isolate
+    from crispml.store import find_project
+
+    isolate(find_project(), plugins)
     return plugins
 
 

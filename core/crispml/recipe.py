@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from crispml._yaml import line_of, load_with_lines
-from crispml.errors import RecipeError, UsageError
+from crispml._yaml import MAX_BYTES, YamlProblem, decode, line_of, load_with_lines
+from crispml.errors import RecipeError, UsageError, clip
 from crispml.stages import STAGE_NAMES
 
 # Stages whose names would shadow BaseModel attributes are stored under another field name.
@@ -136,20 +136,30 @@ class Recipe(BaseModel):
         """Read a recipe file; ``overrides`` are ``key.path=value`` strings (``--set``)."""
         path = Path(path)
         try:
-            text = path.read_text()
+            with path.open("rb") as fh:
+                data = fh.read(MAX_BYTES + 1)  # never more: a recipe is small, a mistake may not be
         except OSError as exc:
             raise UsageError(f"{path}: cannot read recipe: {exc.strerror or exc}") from exc
+        try:
+            text = decode(data)
+        except YamlProblem as exc:
+            message = exc.message
+            if len(data) > MAX_BYTES:
+                message = f"the file is over {MAX_BYTES:,} bytes; a recipe is at most that"
+            raise RecipeError(message, file=str(path), line=exc.line) from None
         return cls.from_yaml_text(text, file=str(path), overrides=overrides)
 
     @classmethod
     def from_yaml_text(cls, text: str, *, file: str | None = None, overrides: list[str] | None = None) -> Recipe:
         try:
             data, lines = load_with_lines(text)
+        except YamlProblem as exc:
+            raise RecipeError(exc.message, file=file, line=exc.line) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise RecipeError(
-                f"malformed YAML: {problem}",
+                f"malformed YAML: {clip(problem, 200)}",
                 file=file,
                 line=mark.line + 1 if mark else None,
             ) from exc
@@ -214,7 +224,7 @@ def describe_error(err: Any) -> str:
     msg = str(err.get("msg", "invalid value"))
     msg = msg.replace("Input should be", "expected").replace("Value error, ", "")
     if "input" in err and kind not in {"value_error", "assertion_error"}:
-        msg += f", got {err['input']!r}"
+        msg += f", got {clip(repr(err['input']))}"
     return msg
 
 
@@ -224,12 +234,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> set[tuple[str
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. train.params.C=0.5")
+            raise UsageError(f"--set {clip(repr(item))}: expected KEY=VALUE, e.g. train.params.C=0.5")
         parts = tuple(p for p in key.strip().split("."))
         if any(not p for p in parts):
-            raise UsageError(f"--set {item!r}: empty segment in key {key!r}")
+            raise UsageError(f"--set {clip(repr(item))}: empty segment in key {clip(repr(key))}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_with_lines(raw)[0] if raw.strip() else ""
+        except YamlProblem as exc:
+            raise UsageError(f"--set {clip(repr(item))}: {exc.message}") from None
         except yaml.YAMLError:
             value = raw
         node = data
@@ -238,7 +250,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> set[tuple[str
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise UsageError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is {type(nxt).__name__}, not a mapping")
+                where = ".".join(parts[: i + 1])
+                raise UsageError(f"--set {clip(repr(item))}: {where} is {type(nxt).__name__}, not a mapping")
             node = nxt
         node[parts[-1]] = copy.deepcopy(value)
         done.add(parts)

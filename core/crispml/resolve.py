@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from crispml._yaml import line_of, load_with_lines
 from crispml.declarations import Declaration, Options
-from crispml.errors import PluginError, RecipeError
+from crispml.errors import PluginError, RecipeError, clip
 from crispml.gates import Gate
 from crispml.plugins import Plugins
 from crispml.recipe import Recipe, describe_error
@@ -167,6 +167,27 @@ def _plugin_for(plugins: Plugins, name: str, path: tuple[Any, ...], where: _Loca
     raise where.error(path, f"no plugin named '{name}' {what}; {hint}installed: {installed}")
 
 
+def _check_stratify(recipe: Recipe, steps: list[ResolvedStep], where: _Locator) -> None:
+    """``split.stratify`` must name a column of the loaded data, when the load step can say
+    which columns that will be (a mistake here would otherwise surface mid-run)."""
+    stratify = recipe.split.stratify if recipe.split is not None else None
+    load = next((s for s in steps if s.stage == "load"), None)
+    if stratify is None or load is None:
+        return
+    provided = load.options.provided_columns()
+    columns = provided[0] if provided is not None else None
+    if columns is not None and stratify not in columns:
+        near = difflib.get_close_matches(stratify, columns, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        # Only the number of columns, not their names: the load step may read any file on the
+        # machine, and its first line is not ours to print.
+        raise where.error(
+            ("split", "stratify"),
+            f"column '{clip(stratify)}' is not in the data the load step reads "
+            f"({hint}it has {len(columns)} columns: see load.target's columns or the file's header)",
+        )
+
+
 def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
     """Bind and validate every step of ``recipe``; raise a ``RecipeError`` on the first mistake."""
     where = _Locator(recipe)
@@ -229,6 +250,8 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
                         f"(it computes: {', '.join(provided) or 'nothing'})",
                     )
         steps.append(ResolvedStep(stage, step.use, options, gates, step.cache))
+
+    _check_stratify(recipe, steps, where)
 
     trackers: dict[str, BaseModel] = {}
     for name, raw in recipe.tracking.items():

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crispml._isolation import isolate
+from crispml._process import ProcessIdentity
 from crispml._redact import MASK, flatten
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
@@ -125,6 +127,7 @@ def _new_plan(
 ) -> RunPlan:
     resolved = resolve(recipe, plugins)
     store = RunStore(Path(project).resolve() if project else find_project())
+    isolate(store.project_dir, plugins)
     context = RunContext(
         run_id=new_run_id(),
         recipe=recipe,
@@ -172,6 +175,7 @@ def stored_plan(
 ) -> RunPlan:
     """A plan over a run already in the store (call inside ``on_path(manifest.recipe_dir)``)."""
     resolved = resolve(recipe, plugins)
+    isolate(store.project_dir, plugins)
     context = RunContext(
         run_id=run_id,
         recipe=recipe,
@@ -192,22 +196,25 @@ def _resume(run_id: str, manifest: Manifest, recipe: Recipe, store: RunStore, pl
         if record.status not in DONE:
             record.status, record.error = "pending", None
     manifest.status, manifest.ended, manifest.error, manifest.rejection = "running", None, None, None
-    manifest.pid = os.getpid()
+    manifest.pid, manifest.pid_created = os.getpid(), ProcessIdentity.current().created
     manifest.resumes += 1
     return _execute(stored_plan(run_id, manifest, recipe, store, plugins, resumed=True))
 
 
 def _alive(holder: Manifest | StageRecord) -> bool:
-    """Whether the process a manifest (or a running stage's record) names is alive."""
+    """Is the process a manifest (or a running stage's record) names still running? The pid and
+    its start time must both match: a pid recycled for another process (after a reboot, say) is
+    not the run. Records written before start times were kept are judged by the pid alone."""
     import socket
 
     if holder.host != socket.gethostname():
         return True  # cannot tell from here: assume it is
     try:
-        os.kill(int(holder.pid), 0)  # type: ignore[arg-type]
-    except (OSError, ValueError, TypeError):
+        created = holder.pid_created
+        identity = ProcessIdentity(int(holder.pid), float(created) if created is not None else None)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
         return False
-    return True
+    return identity.alive()
 
 
 def _busy(manifest: Manifest) -> int | None:

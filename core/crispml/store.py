@@ -8,7 +8,6 @@ the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pickle
@@ -63,9 +62,14 @@ def file_lock(path: Path, *, blocking: bool = True) -> Iterator[None]:
     """An exclusive lock between processes on this machine (``fcntl.flock`` on ``path``).
 
     For plugins that must serialise a read-decide-write against shared state: moving a registry
-    alias, switching a deployment. With ``blocking=False``, a lock another process holds raises
+    alias, switching a deployment. The lock goes with the open file, so a process killed with
+    ``kill -9`` releases it. With ``blocking=False``, a lock another process holds raises
     ``BlockingIOError`` at once (for "one at a time, skip the rest": a retrain per recipe).
+    POSIX only (Linux, macOS): ``fcntl`` is imported here, on first use, so that nothing else in
+    crispml depends on it.
     """
+    import fcntl
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -129,6 +129,14 @@ def settings_from(options: DeployOptions, name: str) -> Any:
 
 
 @hookimpl
+def crispml_environment(project_dir: Path) -> dict[str, str]:
+    """BentoML's model store and bentos in the project, not ``~/bentoml``; telemetry off."""
+    from crispml_bentoml import _state
+
+    return {"BENTOML_HOME": str(_state.bentoml_home(project_dir)), "BENTOML_DO_NOT_TRACK": "True"}
+
+
+@hookimpl
 def crispml_deploy(
     options: DeployOptions,
     model_version: ModelVersion | None,

@@ -10,7 +10,6 @@ the group stops BentoML's workers too. Doing the import here, in a process whose
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -26,8 +25,9 @@ def import_model(release: Path) -> str:
     import bentoml
     from bentoml.exceptions import NotFound
 
-    with open(home / ".crispml-import.lock", "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    from crispml import file_lock
+
+    with file_lock(home / ".crispml-import.lock"):
         try:
             bentoml.models.get(tag)
             return tag

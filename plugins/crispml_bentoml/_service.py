@@ -11,17 +11,25 @@ Response:  ``{"predictions": [...], "probabilities": [{"0": 0.8, "1": 0.2}, ...]
            and the header ``x-crispml-model: <name>/<version>``.
 
 A record with a missing field, a field of the wrong JSON type, or a field the model does not know
-is rejected with HTTP 400 and pydantic's message, before the model sees it. Every answered
-request is appended (inputs, outputs, model version, training run, time) to a JSONL prediction
-log rotated by size — crispml's versioned format (``"schema": 1``, read by
+is rejected with HTTP 400 and pydantic's message, before the model sees it; so are a number out
+of its column's range (an integer past int64, a float past float32 for a float column), ``NaN``
+and ``Infinity`` (not JSON: nothing non-standard may reach the model or the log), and a body not
+sent as ``application/json``. A category value the model never saw is answered (the model's
+encoder ignores it) and flagged in the log entry's ``unseen`` list, for the monitor. Every
+answered request is appended (inputs, outputs, model version, training run, time) to a JSONL
+prediction log rotated by size — crispml's versioned format (``"schema": 1``, read by
 ``crispml.prediction_records``) — unless it carries the ``x-crispml-smoke`` header (crispml's
 own smoke test).
+
+The prediction log locks with ``fcntl`` directly, not ``crispml.file_lock``: this file runs where
+crispml is not installed (a built bento).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import time
 from datetime import UTC, datetime
@@ -51,15 +59,41 @@ _TYPES: dict[str, Any] = {
 }
 
 
+# The range of a column's values, by MLflow type when the spec names no numpy dtype.
+_DEFAULT_DTYPES = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32"}
+
+
+def _bounds(column: dict[str, Any]) -> dict[str, Any]:
+    """``ge``/``le`` for a numeric column: what its dtype holds (a bigger integer would fail the
+    ``astype`` with a 500; a bigger float would become infinity)."""
+    import numpy as np
+
+    name = column.get("dtype") or _DEFAULT_DTYPES.get(column["type"])
+    if not name:
+        return {}
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        return {}
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return {"ge": int(info.min), "le": int(info.max)}
+    if dtype.kind == "f":
+        limit = float(np.finfo(dtype).max)
+        return {"ge": -limit, "le": limit}
+    return {}
+
+
 def _record_model() -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for i, column in enumerate(SPEC["columns"]):
         kind = _TYPES.get(column["type"], Any)
+        bounds = _bounds(column) if kind in (int, float) else {}
         if column.get("required", True):
-            fields[f"f{i}"] = (kind, Field(alias=column["name"]))
+            fields[f"f{i}"] = (kind, Field(alias=column["name"], **bounds))
         else:
-            fields[f"f{i}"] = (kind | None, Field(None, alias=column["name"]))
-    config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+            fields[f"f{i}"] = (kind | None, Field(None, alias=column["name"], **bounds))
+    config = ConfigDict(extra="forbid", strict=True, populate_by_name=False, allow_inf_nan=False)
     return create_model("Record", __config__=config, **fields)
 
 
@@ -91,7 +125,7 @@ class _PredictionLog:
     def append(self, entry: dict[str, Any]) -> None:
         if self.path is None:
             return
-        line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode()
+        line = (json.dumps(_finite(entry), default=str, separators=(",", ":"), allow_nan=False) + "\n").encode()
         with open(str(self.path) + ".lock", "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
@@ -116,7 +150,60 @@ def _log_settings() -> tuple[str | None, int, int]:
 
 def _jsonable(values: Any) -> list[Any]:
     out = values.tolist() if hasattr(values, "tolist") else list(values)
-    return [v.item() if hasattr(v, "item") else v for v in out]
+    return [_finite(v.item() if hasattr(v, "item") else v) for v in out]
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a model's output may hold one) made ``None``:
+    the answer and the log stay standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _known_categories(model: Any) -> dict[str, set[Any]]:
+    """Column → the categories the model's fitted encoders saw, for a scikit-learn model whose
+    encoders sit in a ``ColumnTransformer`` (what crispml's sklearn plugin builds). Empty when
+    the model does not say."""
+    found: dict[str, set[Any]] = {}
+
+    def visit(estimator: Any, columns: list[str] | None) -> None:
+        if hasattr(estimator, "transformers_"):
+            for _, transformer, cols in estimator.transformers_:
+                if isinstance(transformer, str):  # "drop", "passthrough"
+                    continue
+                names = [cols] if isinstance(cols, str) else list(cols) if isinstance(cols, list | tuple) else None
+                if names is not None and all(isinstance(c, str) for c in names):
+                    visit(transformer, names)
+        elif hasattr(estimator, "steps"):
+            for _, step in estimator.steps:
+                visit(step, columns)
+        elif hasattr(estimator, "categories_") and columns is not None:
+            categories = list(estimator.categories_)
+            if len(categories) == len(columns):
+                for column, values in zip(columns, categories, strict=True):
+                    found[column] = set(values.tolist() if hasattr(values, "tolist") else values)
+
+    try:
+        visit(model, None)
+    except Exception:  # a model shaped in a way not foreseen here: no flags, never a failure
+        return {}
+    return found
+
+
+def _unseen(rows: list[dict[str, Any]], known: dict[str, set[Any]]) -> list[dict[str, Any]]:
+    """``[{"record": i, "column": c, "value": v}]`` for each value no encoder saw in training."""
+    out = []
+    for i, row in enumerate(rows):
+        for column, values in known.items():
+            value = row.get(column)
+            if value is not None and value not in values:
+                out.append({"record": i, "column": column, "value": value})
+    return out
 
 
 @bentoml.service(name=SPEC["service_name"], workers=int(SPEC.get("workers", 1)), traffic={"timeout": 60})
@@ -131,6 +218,8 @@ class Predictor:
         self.classes: list[Any] | None = None
         if self.native is not None and SPEC.get("classifier") and is_classifier(model, flavor):
             self.classes = _jsonable(self.native.classes_)
+        self.dtypes = {c["name"]: c["dtype"] for c in SPEC["columns"] if c.get("dtype")}
+        self.known = _known_categories(self.native) if self.native is not None else {}
         self.log = _PredictionLog(*_log_settings())
         self.lineage = {
             k: MODEL.get(k) for k in ("name", "version", "uri", "run_id", "crispml_run_id", "data_fingerprint")
@@ -156,7 +245,7 @@ class Predictor:
                 if self.classes is not None:
                     proba = final.predict_proba(features)
                     keys = [str(c) for c in self.classes]
-                    probabilities = [dict(zip(keys, map(float, row), strict=True)) for row in proba]
+                    probabilities = [_finite(dict(zip(keys, map(float, row), strict=True))) for row in proba]
             else:
                 assert self.pyfunc is not None
                 predictions = _jsonable(self.pyfunc.predict(frame))
@@ -170,16 +259,48 @@ class Predictor:
         out["model"] = self.lineage
         ctx.response.headers["x-crispml-model"] = self.label
         if SMOKE_HEADER not in ctx.request.headers:
-            self.log.append(
-                {
-                    "schema": LOG_SCHEMA,
-                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    "ts": time.time(),
-                    "deployment": SPEC["deployment"],
-                    "model": self.label,
-                    "training_run": MODEL.get("crispml_run_id"),
-                    "inputs": rows,
-                    "outputs": {k: v for k, v in out.items() if k != "model"},
-                }
-            )
+            entry = {
+                "schema": LOG_SCHEMA,
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "ts": time.time(),
+                "deployment": SPEC["deployment"],
+                "model": self.label,
+                "training_run": MODEL.get("crispml_run_id"),
+                "inputs": rows,
+                "outputs": {k: v for k, v in out.items() if k != "model"},
+            }
+            unseen = _unseen(rows, self.known)
+            if unseen:
+                entry["unseen"] = unseen
+            self.log.append(entry)
         return out
+
+
+class JsonOnly:
+    """ASGI middleware: a ``POST /predict`` whose body is not declared ``application/json`` is
+    answered 400 ``{"error": ...}`` before BentoML reads it. BentoML would otherwise accept form
+    fields, multipart parts and bodies with no type (and answer some of their errors as a list):
+    a client that did not mean to send JSON is told so, not answered."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "POST" and scope.get("path") == "/predict":
+            types = [v for k, v in scope.get("headers") or [] if k.lower() == b"content-type"]
+            kind = types[-1].split(b";")[0].strip().lower().decode("latin-1") if types else ""
+            if kind != "application/json":
+                body = json.dumps({"error": f"expected a body of content-type application/json, got {kind or 'none'}"})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        await self.app(scope, receive, send)
+
+
+Predictor.add_asgi_middleware(JsonOnly)  # type: ignore[attr-defined]

@@ -18,11 +18,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import re
-import signal
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -106,48 +103,26 @@ def locked(project: Path, name: str) -> Iterator[None]:
 
 
 # -- processes ----------------------------------------------------------------------------------
+# On crispml's process helpers (psutil): the same code on Linux and macOS.
 
 
 def alive(pid: int | None, marker: str | None = None) -> bool:
     """Is ``pid`` a running (not zombie) process — and, given ``marker``, still the one we started
     (its command line contains it; guards against a recycled pid)?"""
-    if not pid:
+    process = crispml.ProcessIdentity.from_token(pid, None)
+    if process is None or not process.alive():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # someone else's process now holds that pid
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        if marker is not None:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            return marker in cmdline
-    except (OSError, IndexError):
-        pass
-    return True
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "?"
+    if marker is None:
+        return True
+    cmdline = process.command_line()
+    return cmdline is not None and marker in cmdline  # unreadable: another user's process
 
 
 def identity(pid: int | None) -> str | None:
-    """What tells ``pid`` apart from a later process given the same pid: this boot and the
-    process's start time (clock ticks since boot; stable across ``exec``). ``None`` if gone."""
-    if not pid:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return f"{_boot_id()}:{fields[19]}"
-    except (OSError, IndexError):
-        return None
+    """What tells ``pid`` apart from a later process given the same pid (its start time), as a
+    string for the record; ``None`` if gone."""
+    process = crispml.ProcessIdentity.of(pid) if pid else None
+    return process.token() if process is not None else None
 
 
 def ours(pid: int | None, marker: str | None = None, ident: str | None = None) -> bool:
@@ -155,51 +130,8 @@ def ours(pid: int | None, marker: str | None = None, ident: str | None = None) -
     ``marker`` and (when the record has one) its :func:`identity` is the recorded one."""
     if not alive(pid, marker):
         return False
-    return ident is None or identity(pid) == ident
-
-
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid → (parent pid, state) of every process."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        table[int(entry.name)] = (int(fields[1]), fields[0])
-    return table
-
-
-def members(pid: int | None, folder: Path | None = None) -> set[int]:
-    """``pid``, its descendants, and (given ``folder``) every process working in ``folder``.
-
-    BentoML's workers run in sessions of their own, so a process group does not hold them; and a
-    worker whose arbiter was killed is re-parented to init but keeps its working directory (the
-    release folder), which is how it is still found."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for child, (parent, _) in table.items():
-        children.setdefault(parent, []).append(child)
-    found = {pid} if pid is not None and pid in table else set()
-    stack = [pid] if pid is not None else []
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    if folder is not None:
-        prefix = str(folder)
-        for other in table:
-            try:
-                cwd = os.readlink(f"/proc/{other}/cwd")
-            except OSError:
-                continue
-            if cwd == prefix or cwd.startswith(prefix + os.sep):
-                found.add(other)
-    found.discard(os.getpid())
-    return {m for m in found if table.get(m, (0, "X"))[1] not in ("Z", "X")}
+    process = crispml.ProcessIdentity.from_token(pid, ident)
+    return ident is None or (process is not None and process.alive())
 
 
 def stop_group(
@@ -214,45 +146,20 @@ def stop_group(
     there): SIGTERM first, so BentoML finishes the requests in flight; SIGKILL what is left after
     ``timeout``. Reaps ``pid`` if it is our child.
 
+    BentoML's workers run in sessions of their own, so a process group does not hold them; and a
+    worker whose arbiter was killed is re-parented but keeps its working directory (the release
+    folder), which is how it is still found.
+
     ``marker`` / ``ident`` (see :func:`ours`) say which process a record meant: a pid that no
     longer matches them (recycled, e.g. after a reboot) is someone else's and is not signalled,
     nor its group or descendants; only the processes working in ``folder`` are stopped then."""
     if not pid:
         return
     mine = (marker is None and ident is None) or ours(pid, marker, ident)
-    leader: int | None = pid if mine else None
-    procs = members(leader, folder)
-    if not procs and leader is None:
-        return
-    leader_alive = leader is not None and leader in procs
-    if leader is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(leader, signal.SIGTERM)
-    if not leader_alive:  # nobody left to stop the workers gracefully: ask each one
-        for member in procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(member, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if leader is not None:
-            _reap(leader)
-        if not any(alive(m) for m in procs):
-            return
-        time.sleep(0.05)
-    for member in procs | members(leader, folder):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(member, signal.SIGKILL)
-    for _ in range(100):
-        if leader is not None:
-            _reap(leader)
-        if not any(alive(m) for m in procs):
-            return
-        time.sleep(0.05)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    leader = crispml.ProcessIdentity.from_token(pid, ident) if mine else None
+    crispml.stop_tree(leader, timeout=timeout, also=crispml.processes_in(folder) if folder else ())
+    if folder is not None:  # a worker restarted while its arbiter stopped
+        crispml.stop_tree(None, timeout=5, also=crispml.processes_in(folder))
 
 
 def port_free(host: str, port: int) -> bool:

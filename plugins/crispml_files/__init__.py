@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunContext, hash_file, hookimpl
+from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunContext, clip, hash_file, hookimpl
 
 __version__ = "0.1.0"
 
@@ -35,12 +35,53 @@ def read_columns(path: Path, fmt: str = "auto", sep: str = ",") -> list[str]:
         return next(csv.reader(fh, delimiter=sep), [])
 
 
+CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst")
+_SNIFF_BYTES = 64 * 1024
+
+
+def check_data_file(path: Path, fmt: str = "auto") -> None:
+    """Refuse, before anything reads it, a file that is not a CSV or Parquet file: by its suffix
+    (unless ``fmt`` names the format) and by its first bytes. Messages name the file, never its
+    content: a recipe may point at any file on the machine (``/etc/passwd``, a key)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else ""
+    known = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES)
+    if fmt == "auto" and suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise ValueError(
+            f"expected a CSV or Parquet file ({known}), got {path.name!r}; "
+            "if it is one, say which with 'format: csv' or 'format: parquet'"
+        )
+    if path.suffix.lower() in COMPRESSED:
+        return  # pandas decompresses it; its first bytes say nothing here
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if file_format(path, fmt) == "parquet":
+        if not head.startswith(b"PAR1"):
+            raise ValueError(f"expected a Parquet file, got something else: {path}")
+        return
+    if b"\0" in head:
+        raise ValueError(f"expected a CSV file, got a binary file: {path}")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not merely a character cut at the end of the sample
+            raise ValueError(f"expected a CSV file of UTF-8 text, got bytes that are not: {path}") from None
+
+
 class LoadOptions(Options):
-    path: ExistingPath
-    """A CSV or Parquet file (relative to the recipe's folder)."""
+    # Declared first: pydantic validates fields in order, and checking ``path`` needs them.
     format: Literal["auto", "csv", "parquet"] = "auto"
     read_options: dict[str, Any] = Field(default_factory=dict)
     """Passed to ``pandas.read_csv`` / ``read_parquet``."""
+    path: ExistingPath
+    """A CSV or Parquet file (relative to the recipe's folder)."""
     target: str | None = None
     """The column to predict; checked against the file's header (so declared after the fields
     needed to read it: pydantic validates in order)."""
@@ -58,16 +99,19 @@ class LoadOptions(Options):
                 path, info.data.get("format", "auto"), info.data.get("read_options", {}).get("sep", ",")
             )
         except Exception as exc:
-            raise ValueError(f"cannot read the header of {path}: {exc}") from exc
+            raise ValueError(f"cannot read the header of {path}: {type(exc).__name__}") from None
         if target not in columns:
-            raise ValueError(f"column '{target}' is not in {path.name} (columns: {', '.join(columns)})")
+            raise ValueError(f"column '{clip(target)}' is not in {path.name} ({_describe(columns, path, info)})")
         return target
 
     @field_validator("path")
     @classmethod
-    def _a_file(cls, path: Path) -> Path:
+    def _a_file(cls, path: Path, info: ValidationInfo) -> Path:
         if path.is_dir():
             raise ValueError(f"expected a CSV or Parquet file, got a folder: {path}")
+        if not path.is_file():  # a FIFO or a device: reading it could block or never end
+            raise ValueError(f"expected a CSV or Parquet file, got a special file: {path}")
+        check_data_file(path, info.data.get("format", "auto"))
         return path
 
     def external_inputs(self) -> list[Path]:
@@ -81,6 +125,16 @@ class LoadOptions(Options):
             return read_columns(self.path, self.format, self.read_options.get("sep", ",")), self.path.name
         except Exception:
             return None  # the load step reports an unreadable file itself
+
+
+def _describe(columns: list[str], path: Path, info: ValidationInfo) -> str:
+    """The header's columns for a file in the recipe's folder; only their number for one outside
+    it, whose first line may be anything (``/etc/passwd`` read as a CSV file)."""
+    base = (info.context or {}).get("base_dir")
+    inside = base is not None and path.resolve().is_relative_to(Path(base).resolve())
+    if inside:
+        return "columns: " + clip(", ".join(columns), 200)
+    return f"its header has {len(columns)} column{'s' if len(columns) != 1 else ''}"
 
 
 @hookimpl

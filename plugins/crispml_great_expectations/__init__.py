@@ -154,6 +154,12 @@ def crispml_declare() -> Declaration:
 
 
 @hookimpl
+def crispml_environment() -> dict[str, str]:
+    """Great Expectations' usage statistics off."""
+    return {"GX_ANALYTICS_ENABLED": "false"}
+
+
+@hookimpl
 def crispml_validate(options: ValidateOptions, dataset: Dataset, context: RunContext) -> ValidationReport:
     from crispml_great_expectations._run import validate_dataset
 

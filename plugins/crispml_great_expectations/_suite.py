@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from crispml import YamlProblem, clip, load_yaml
+
 # Arguments a user may not set: crispml owns them (ids, batch, result format).
 RESERVED = frozenset({"id", "batch_id", "result_format", "rendered_content", "windows"})
 # Expectations that state which columns a table has: a column they name may be missing from a
@@ -235,14 +237,25 @@ def _lines_of_items(text: str) -> list[int]:
     return []
 
 
+MAX_SUITE_BYTES = 1_000_000
+
+
 def load_suite(path: Path) -> Suite:
     """Read and check a suite file; every problem is a one-line ``SuiteError``."""
     try:
-        text = path.read_text()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SUITE_BYTES + 1)
     except OSError as exc:
         raise SuiteError(f"{path.name}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SUITE_BYTES:
+        raise SuiteError(f"{path.name}: over {MAX_SUITE_BYTES:,} bytes; a suite is at most that")
     try:
-        data = yaml.safe_load(text)
+        # Hardened: duplicate keys, binary or non-UTF-8 files, alias bombs are one-line errors.
+        data = load_yaml(raw)
+        text = raw.decode("utf-8-sig")
+    except YamlProblem as exc:
+        at = f":{exc.line}" if exc.line else ""
+        raise SuiteError(f"{path.name}{at}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
@@ -253,7 +266,7 @@ def load_suite(path: Path) -> Suite:
         unknown = sorted(set(map(str, data)) - {"name", "expectations", "description"})
         if unknown:
             raise SuiteError(
-                f"{path.name}: unknown top-level field '{unknown[0]}' (expected name, expectations, description)"
+                f"{path.name}: unknown top-level field '{clip(unknown[0])}' (expected name, expectations, description)"
             )
         name = str(data.get("name") or name)
         items = data.get("expectations")

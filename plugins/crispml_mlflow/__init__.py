@@ -151,6 +151,13 @@ def _tracker_options(context: RunContext) -> TrackingOptions | None:
 
 
 @hookimpl
+def crispml_environment() -> dict[str, str]:
+    """Telemetry off (MLflow accepts only "true"); its installation id would go to
+    ``$XDG_CONFIG_HOME``, which the core points into the project."""
+    return {"MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+@hookimpl
 def crispml_before_run(context: RunContext) -> None:
     options = _tracker_options(context)
     if options is not None:

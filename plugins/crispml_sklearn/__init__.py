@@ -12,6 +12,7 @@ module only declares; scikit-learn is imported by ``_train`` and ``_evaluate`` w
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -101,6 +102,13 @@ def crispml_declare() -> Declaration:
         ),
         description="Train scikit-learn estimators; evaluate with scorer names and plots.",
     )
+
+
+@hookimpl
+def crispml_environment(project_dir: Path) -> dict[str, str]:
+    """matplotlib (the evaluation's plots) keeps its config and font cache in the project: on
+    macOS it ignores the XDG folders and would write ``~/.matplotlib``."""
+    return {"MPLCONFIGDIR": str(project_dir / ".crispml" / "matplotlib")}
 
 
 @hookimpl

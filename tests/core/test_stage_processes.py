@@ -105,7 +105,18 @@ def _normal(manifest: dict[str, Any], project: Path) -> dict[str, Any]:
     """The manifest without what must differ between two runs: ids, times, processes, the
     runner and the project's folder. Fingerprints are compared separately (they hash paths)."""
     out: dict[str, Any] = json.loads(json.dumps(manifest).replace(str(project), "<project>"))
-    for key in ("run_id", "started", "ended", "duration", "pid", "host", "recipe", "recipe_hash", "plugins"):
+    for key in (
+        "run_id",
+        "started",
+        "ended",
+        "duration",
+        "pid",
+        "pid_created",
+        "host",
+        "recipe",
+        "recipe_hash",
+        "plugins",
+    ):
         out.pop(key)
     out["environment"].pop("platform", None)
     for stage in out["stages"]:

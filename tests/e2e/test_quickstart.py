@@ -119,3 +119,39 @@ def test_ready_made_recipes_are_listed_copied_and_run(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already exists" in again.stderr
     unknown = _cli(tmp_path, "init", "nope", "other")
     assert unknown.returncode == 2 and "available: churn-classification" in unknown.stderr
+
+
+# Variables a developer's shell or the test suite may set that would hide a backend writing home.
+_HIDING = ("XDG_", "MPL", "MLFLOW_", "BENTOML_", "GX_", "PREFECT_", "DO_NOT_TRACK")
+
+
+def test_quickstart_leaves_home_empty(quickstart: Path, tmp_path: Path) -> None:
+    """`make demo`'s steps (run with deploy, the Python API, a prediction, undeploy) with an empty
+    $HOME and none of the variables that keep backends out of it: crispml must set them itself,
+    for its own process and for the servers it starts."""
+    import psutil
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDING)}
+    env.update(HOME=str(home), COLUMNS="200", CRISPML_PROJECT=str(quickstart))
+    port = f"deploy.port={_free_port()}"
+
+    def step(*command: str) -> None:
+        done = subprocess.run(command, cwd=quickstart, capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+    step(CRISPML, "run", "recipe.yaml", "--set", port)
+    record = json.loads((quickstart / ".crispml" / "deployments" / "churn" / "deployment.json").read_text())
+    store = str(quickstart / ".crispml")
+    for pid in (record["backend"]["pid"], record["proxy"]["pid"]):
+        served = psutil.Process(pid).environ()
+        assert served["DO_NOT_TRACK"] in ("1", "true") and served["MLFLOW_DISABLE_TELEMETRY"] == "true"
+        assert served["BENTOML_DO_NOT_TRACK"].lower() == "true"
+        for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "BENTOML_HOME"):
+            assert served[name].startswith(store), (name, served[name])
+    step(sys.executable, "run.py", "--set", port)
+    step(sys.executable, "predict.py")
+    step(CRISPML, "undeploy", "churn")
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+    assert (quickstart / ".crispml" / "matplotlib").is_dir(), "the evaluation's plots ran"

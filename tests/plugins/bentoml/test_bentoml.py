@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -91,15 +93,15 @@ class Served:
 def _our_processes(marker: str) -> list[int]:
     """Process groups whose leader (or any member) has ``marker`` in its command line."""
     groups = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = " ".join(proc.cmdline())
             # BentoML's workers name no folder on their command line but work in the release's.
-            if marker in cmdline or os.readlink(entry / "cwd").startswith(marker):
-                groups.add(os.getpgid(int(entry.name)))
-        except (OSError, ProcessLookupError):
+            if marker in cmdline or proc.cwd().startswith(marker):
+                groups.add(os.getpgid(proc.pid))
+        except (psutil.Error, OSError):
             continue
     groups.discard(os.getpgid(0))
     return sorted(groups)
@@ -297,34 +299,30 @@ def listing(served: Served) -> list[dict[str, Any]]:
 
 def alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def processes_working_in(folder: Path) -> list[int]:
     out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.readlink(entry / "cwd") == str(folder):
-                    out.append(int(entry.name))
-            except OSError:
-                continue
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.cwd() == str(folder):
+                out.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
     return out
 
 
 def processes_naming(marker: str) -> list[int]:
     out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    out.append(int(entry.name))
-            except OSError:
-                continue
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if marker in " ".join(proc.cmdline()):
+                out.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
     return out
 
 
@@ -417,6 +415,16 @@ BAD = {
     "not json at all": b"tenure_months=3",
     "null": b"null",
     "10 MB body": b'{"records": [' + b" " * (10 * 1024 * 1024) + b"]}",
+    # Numbers the columns cannot hold, and numbers JSON does not have.
+    "integer past int64": json.dumps({"records": [{**ROW, "tenure_months": 2**63}]}).encode(),
+    "integer of 40 digits": json.dumps({"records": [{**ROW, "support_calls": -(10**40)}]}).encode(),
+    "NaN": json.dumps({"records": [{**ROW, "monthly_charges": float("nan")}]}).encode(),
+    "Infinity": json.dumps({"records": [{**ROW, "total_charges": float("inf")}]}).encode(),
+    "-Infinity": json.dumps({"records": [{**ROW, "total_charges": float("-inf")}]}).encode(),
+    "a float that overflows to infinity": b'{"records": [{"tenure_months": 3, "contract": "month-to-month", '
+    b'"internet": "fiber", "payment_method": "check", "monthly_charges": 1e400, "total_charges": 1.0, '
+    b'"support_calls": 4}]}',
+    "NaN for an integer": json.dumps({"records": [{**ROW, "tenure_months": float("nan")}]}).encode(),
 }
 
 
@@ -428,6 +436,136 @@ def test_bad_input_is_a_4xx_with_a_message(served: Served, case: str) -> None:
     assert isinstance(body, dict) and body.get("error"), body
     status, _, _ = predict(served.url)
     assert status == 200
+
+
+def test_bad_numbers_never_reach_the_log(served: Served) -> None:
+    """Refused input is not logged, and the log stays standard JSON (no NaN, no Infinity)."""
+    serving(served)
+    before = log_snapshot(served)
+    for case in ("NaN", "Infinity", "-Infinity", "integer past int64", "a float that overflows to infinity"):
+        status, _, body = request(served.url, body=BAD[case])
+        assert status == 400 and isinstance(body, dict) and body.get("error"), (case, status, body)
+    assert log_snapshot(served) == before
+    for content in before.values():
+        for line in content.decode().splitlines():
+            json.loads(line, parse_constant=lambda name: pytest.fail(f"non-standard JSON in the log: {name}"))
+
+
+def _raw_request(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    """A POST with exactly ``headers`` (``request`` always sends a content-type)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest("POST", "/predict")
+        for key, value in {**headers, "content-length": str(len(body))}.items():
+            conn.putheader(key, value)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+    finally:
+        conn.close()
+
+
+VALID = json.dumps({"records": [ROW]}).encode()
+BOUNDARY = "crispmlboundary"
+CONTENT_TYPES = {
+    "text/plain": (VALID, {"content-type": "text/plain"}),
+    "no content-type": (VALID, {}),
+    "a form": (b"records=" + VALID, {"content-type": "application/x-www-form-urlencoded"}),
+    "multipart": (
+        (
+            f'--{BOUNDARY}\r\ncontent-disposition: form-data; name="records"\r\n\r\n'
+            f"{json.dumps([ROW])}\r\n--{BOUNDARY}--\r\n"
+        ).encode(),
+        {"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+    ),
+    "octet-stream": (VALID, {"content-type": "application/octet-stream"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTENT_TYPES))
+def test_a_body_that_is_not_json_is_refused(served: Served, case: str) -> None:
+    serving(served)
+    before = log_snapshot(served)
+    body, headers = CONTENT_TYPES[case]
+    status, answer = _raw_request(served.url, body, headers)
+    assert status == 400 and isinstance(answer, dict) and answer.get("error"), (status, answer)
+    assert log_snapshot(served) == before
+    status, answer = _raw_request(served.url, VALID, {"content-type": "application/json; charset=utf-8"})
+    assert status == 200, answer
+
+
+def test_an_unseen_category_is_answered_and_flagged_in_the_log(served: Served) -> None:
+    """Decision (docs/plugins/bentoml.md): a category the model never saw is answered — the
+    encoder ignores it, as the model was trained to — and flagged for the monitor in the log."""
+    serving(served)
+    unseen = {**ROW, "contract": "weekly", "tenure_months": 7001}
+    seen = {**ROW, "tenure_months": 7002}
+    status, _, body = predict(served.url, seen, unseen)
+    assert status == 200, body
+    assert len(body["predictions"]) == 2
+    done = served.cli("predictions", "churn", "--tail", "1")
+    entry = json.loads(done.stdout)
+    assert entry["inputs"] == [seen, unseen]
+    assert entry["unseen"] == [{"record": 1, "column": "contract", "value": "weekly"}]
+    assert predict(served.url, seen)[0] == 200
+    entry = json.loads(served.cli("predictions", "churn", "--tail", "1").stdout)
+    assert "unseen" not in entry
+
+
+def _garbage(rng: random.Random) -> bytes:
+    """A request body that is wrong in one of many ways (never a valid request)."""
+    row: dict[str, Any] = dict(ROW)
+    field = rng.choice(sorted(ROW))
+    common: list[Any] = [None, True, [], {}, [1, 2], {"a": 1}, "x" * rng.randint(0, 5000)]
+    wrong: dict[type, list[Any]] = {  # never a valid value for a column of that type
+        str: [None, True, [], {}, 12345, 1.5],
+        int: [*common, "3", 1.5, 1e-320, 2 ** rng.randint(63, 200), -(2 ** rng.randint(64, 200)), float("nan")],
+        float: [*common, "1.0", float("inf"), float("-inf"), float("nan"), 2 ** rng.randint(1100, 1200)],
+    }
+    junk = wrong[type(ROW[field])]
+    kind = rng.randrange(8)
+    if kind == 0:  # a field of the wrong type or an impossible number
+        row[field] = rng.choice(junk)
+        return json.dumps({"records": [row]}).encode()
+    if kind == 1:  # a field missing
+        del row[field]
+        return json.dumps({"records": [row]}).encode()
+    if kind == 2:  # a field too many
+        row["x" + str(rng.randint(0, 10**6))] = rng.choice(common)
+        return json.dumps({"records": [row]}).encode()
+    if kind == 3:  # truncated JSON
+        text = json.dumps({"records": [row] * rng.randint(1, 3)}).encode()
+        return text[: rng.randint(0, len(text) - 1)]
+    if kind == 4:  # random bytes
+        return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 2000)))
+    if kind == 5:  # deep nesting
+        depth = rng.randint(10, 50_000)
+        return b'{"records": ' + b"[" * depth + b"]" * depth + b"}"
+    if kind == 6:  # the wrong top level
+        return json.dumps(rng.choice([[row], row, "records", 3, {"record": [row]}, {"records": None}])).encode()
+    # one bad record among good ones
+    row[field] = rng.choice(junk)
+    return json.dumps({"records": [ROW, row, ROW]}).encode()
+
+
+def test_fuzzed_bodies_are_4xx_never_5xx_nor_200(served: Served) -> None:
+    rec = serving(served)
+    rng = random.Random(20261130)
+    before = log_snapshot(served)
+    failures = []
+    for i in range(300):
+        body = _garbage(rng)
+        status, _, answer = request(served.url, body=body)
+        if not (400 <= status < 500 and isinstance(answer, dict) and answer.get("error")):
+            failures.append((i, status, body[:200], str(answer)[:200]))
+    assert failures == [], failures[:5]
+    assert log_snapshot(served) == before, "nothing refused is logged"
+    assert alive(rec["backend"]["pid"]) and predict(served.url)[0] == 200
 
 
 def test_server_survived_the_bad_input(served: Served) -> None:

@@ -46,8 +46,17 @@ def test_read_options_reach_pandas(project: Path) -> None:
 
 
 def test_an_unreadable_file_fails_the_load_stage_with_its_reason(project: Path) -> None:
-    (project / "bad.parquet").write_bytes(b"not parquet at all")
+    # Starts like Parquet (so the recipe check lets it through), but is not readable as one.
+    (project / "bad.parquet").write_bytes(b"PAR1 not parquet at all")
     recipe = Recipe(name="b", load=Step(use="files", path=str(project / "bad.parquet")))
     result = run(recipe, project=project)
     assert result.status == "failed"
     assert "stage 'load' (plugin 'files') failed" in result.manifest["error"]
+
+
+def test_a_file_that_is_plainly_not_parquet_is_a_recipe_error(project: Path) -> None:
+    (project / "bad.parquet").write_bytes(b"not parquet at all")
+    recipe = Recipe(name="b", load=Step(use="files", path=str(project / "bad.parquet")))
+    with pytest.raises(RecipeError, match=r"load\.path: expected a Parquet file, got something else"):
+        run(recipe, project=project)
+    assert not (project / ".crispml").exists()

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -381,12 +382,41 @@ def test_unreadable_data_file(project: Path) -> None:
     ids=["no-type", "empty", "yaml", "top-level", "reserved", "missing-arg", "bad-mostly", "unknown-arg"],
 )
 def test_malformed_suites_are_recipe_errors(project: Path, suite: str, needles: list[str]) -> None:
-    (project / "suite.yaml").write_text(suite)
+    _check_suite_error(project, suite.encode(), needles)
+
+
+_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+
+
+@pytest.mark.parametrize(
+    ("suite", "needles"),
+    [
+        (
+            b"expectations:\n  - {expect: column_to_exist, column: churned}\nexpectations: []\n",
+            ["suite.yaml:3: duplicate key 'expectations' (first given at line 1)"],
+        ),
+        (bytes(range(256)), ["suite.yaml:1: a binary file, not YAML text"]),
+        ("expectations: [caf\xe9]\n".encode("latin-1"), ["suite.yaml:1: not UTF-8 text"]),
+        (_BOMB.encode(), ["aliases expand this document to more than 100,000 values"]),
+        (b"# " + b"x" * 1_100_000, ["suite.yaml: over 1,000,000 bytes"]),
+    ],
+    ids=["duplicate-key", "binary", "latin-1", "alias-bomb", "huge"],
+)
+def test_hostile_suites_are_one_line_recipe_errors(project: Path, suite: bytes, needles: list[str]) -> None:
+    started = time.perf_counter()
+    _check_suite_error(project, suite, needles)
+    assert time.perf_counter() - started < 1.0
+
+
+def _check_suite_error(project: Path, suite: bytes, needles: list[str]) -> None:
+    (project / "suite.yaml").write_bytes(suite)
     recipe = write_recipe(project, {"suite": "suite.yaml"})
     with pytest.raises(crispml.RecipeError) as info:
         crispml.check(recipe)
     message = str(info.value)
-    assert message.startswith(f"{recipe}:") and "validate.suite" in message
+    assert message.startswith(f"{recipe}:") and "validate.suite" in message and "\n" not in message
     for needle in needles:
         assert needle in message, message
 
