@@ -56,6 +56,11 @@ class Dataset(Result):
     train_index: Any = None
     """Row positions of the training split (set by the runner from the recipe's ``split``)."""
     test_index: Any = None
+    key_columns: tuple[str, ...] = ()
+    """Columns that identify a row rather than describe it: entity keys and the event time of a
+    feature store's point-in-time join. They stay in ``frame`` (lineage, monitoring, serving by
+    key) but are not features: :attr:`feature_columns` leaves them out, so no model trains on
+    an id. (A tuple with a class-level default, so results pickled before it existed load.)"""
 
     @property
     def train_frame(self) -> Any:
@@ -69,7 +74,9 @@ class Dataset(Result):
 
     @property
     def feature_columns(self) -> list[str]:
-        return [str(c) for c in self.frame.columns if c != self.target]
+        """The columns a model learns from: all but the target and the :attr:`key_columns`."""
+        skip = {self.target, *self.key_columns}
+        return [str(c) for c in self.frame.columns if c not in skip]
 
     def summary(self) -> dict[str, Any]:
         out = {
@@ -80,6 +87,8 @@ class Dataset(Result):
             "columns": len(self.frame.columns),
             "target": self.target,
         }
+        if self.key_columns:
+            out["key_columns"] = list(self.key_columns)
         if self.train_index is not None:
             out["train_rows"] = len(self.train_index)
             out["test_rows"] = len(self.test_index)
