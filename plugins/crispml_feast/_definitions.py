@@ -169,8 +169,9 @@ def _evict(folder: Path, names: list[str]) -> None:
                 continue
             origin = getattr(module, "__file__", None) or ""
             if i == len(parts) or not Path(origin).resolve().is_relative_to(folder):
+                shown = f"{folder.name}/{Path(*parts[:i])}" + (".py" if i == len(parts) else "/")
                 raise DefinitionError(
-                    f"{folder.name}/{Path(*parts[:i])}: its module name '{prefix}' is already taken by "
+                    f"{shown}: its module name '{prefix}' is already taken by "
                     f"{origin or 'a built-in module'}: rename the file"
                 )
 
