@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
+from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView, Project
 from feast.data_source import DataSource
 from feast.infra.offline_stores.file_source import FileSource
 from feast.repo_contents import RepoContents
@@ -53,6 +53,7 @@ class Definitions:
     on_demand_feature_views: list[Any] = field(default_factory=list)
     feature_services: list[Any] = field(default_factory=list)
     data_sources: list[Any] = field(default_factory=list)
+    projects: list[Any] = field(default_factory=list)
 
     @property
     def shown(self) -> str:
@@ -107,12 +108,19 @@ class Definitions:
             digest.update(hashlib.sha256(path.read_bytes()).digest())
         return digest.hexdigest()
 
-    def repo_contents(self) -> RepoContents:
-        """The objects as Feast's ``parse_repo`` would return them (for apply/delete planning)."""
+    def repo_contents(self, project: str, description: str = "") -> RepoContents:
+        """The objects as Feast's ``feast apply`` reads them (for apply/delete planning): with a
+        ``Project`` named as the store's configuration names it (defined here, else made)."""
         from feast.feature_view import DUMMY_ENTITY
 
+        if len(self.projects) > 1:
+            raise DefinitionError(f"{self.shown} defines {len(self.projects)} Feast projects: define at most one")
+        if self.projects and self.projects[0].name != project:
+            raise DefinitionError(
+                f"{self.shown} defines project '{self.projects[0].name}' but the store's project is '{project}'"
+            )
         return RepoContents(
-            projects=[],
+            projects=list(self.projects) or [Project(name=project, description=description)],
             data_sources=list(self.data_sources),
             feature_views=list(self.feature_views),
             on_demand_feature_views=list(self.on_demand_feature_views),
@@ -122,16 +130,6 @@ class Definitions:
             feature_services=list(self.feature_services),
             permissions=[],
         )
-
-    def objects(self) -> list[Any]:
-        """Everything to apply, in the order Feast applies it."""
-        return [
-            *self.data_sources,
-            *self.entities,
-            *self.feature_views,
-            *self.on_demand_feature_views,
-            *self.feature_services,
-        ]
 
 
 def load_definitions(folder: Path) -> Definitions:
@@ -243,6 +241,8 @@ def _collect(folder: Path, files: list[Path], modules: list[Any]) -> Definitions
                 add(found.entities, obj)
             elif isinstance(obj, FeatureService):
                 add(found.feature_services, obj)
+            elif isinstance(obj, Project):
+                add(found.projects, obj)
     for kind in ("entities", "feature_views", "on_demand_feature_views", "feature_services"):
         names = [o.name for o in getattr(found, kind)]
         twice = sorted({n for n in names if names.count(n) > 1})

@@ -174,7 +174,9 @@ def apply_if_changed(store: Any, spec: StoreSpec, definitions: Definitions) -> b
             return False
         with quiet():
             to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
-                spec.project, store.registry, definitions.repo_contents()
+                spec.project,
+                store.registry,
+                definitions.repo_contents(spec.project, getattr(spec.config, "project_description", None) or ""),
             )
             store.apply(to_apply, objects_to_delete=to_delete, partial=False)
         atomic_write_json(
