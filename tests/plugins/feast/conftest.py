@@ -119,7 +119,14 @@ class FeatureRepo:
         text = DEFINITIONS.replace("{ttl_days}", str(ttl_days)).replace("{extra_fields}", extra_fields)
         (self.folder / "defs.py").write_text(text)
 
-    def write_recipe(self, name: str = "recipe.yaml", **load: Any) -> Path:
+    def write_recent_usage(self) -> pd.Timestamp:
+        """Usage for the ``DAYS`` days up to today (so a materialization up to now finds it);
+        returns the first day."""
+        day0 = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=DAYS - 1)
+        usage_frame(day0).to_parquet(self.usage)
+        return day0
+
+    def write_recipe(self, name: str = "recipe.yaml", steps: dict[str, Any] | None = None, **load: Any) -> Path:
         options = {
             "use": "feast",
             "repo": "features",
@@ -128,7 +135,12 @@ class FeatureRepo:
             "target": "churned",
             **load,
         }
-        recipe = {"name": "feast-test", "split": None, "load": {k: v for k, v in options.items() if v is not None}}
+        recipe = {
+            "name": "feast-test",
+            "split": None,
+            "load": {k: v for k, v in options.items() if v is not None},
+            **(steps or {}),
+        }
         path = self.project / name
         path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         return path
