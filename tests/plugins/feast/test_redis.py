@@ -1,0 +1,88 @@
+"""The Redis online store, for real (``services``: skipped with its reason when Redis does not
+answer on 127.0.0.1:6379, failed instead under CI=true). Tests use their own flushed db."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from test_materialize import assert_parity, online
+
+from conftest import CUSTOMERS, FeatureRepo, require_service
+
+REDIS_DB = 13  # this suite's own database: flushed before and after
+
+
+@pytest.fixture
+def redis_db() -> Iterator[str]:
+    require_service("127.0.0.1", 6379, "Redis")
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_timeout=5)
+    client.flushdb()
+    try:
+        yield f"127.0.0.1:6379,db={REDIS_DB}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def _store(repo: FeatureRepo, connection: str) -> Any:
+    from crispml_feast._definitions import load_definitions
+    from crispml_feast._store import open_store, store_spec
+
+    spec = store_spec(repo.folder, repo.project, online_store={"type": "redis", "connection_string": connection})
+    return open_store(spec, load_definitions(repo.folder))
+
+
+@pytest.mark.services
+def test_redis_online_features_equal_historical_features_at_t(feature_repo: FeatureRepo, redis_db: str) -> None:
+    import redis
+
+    from crispml_feast._materialize import materialize
+
+    feature_repo.write_recent_usage()
+    store = _store(feature_repo, redis_db)
+    end = datetime.now(UTC)
+    [done] = materialize(store, "churn_v1", end=end)
+    assert done.rows == CUSTOMERS
+    assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).dbsize() == CUSTOMERS  # really in Redis
+    assert_parity(store, end)
+    assert online(store, [99999])["minutes"].isna().all()
+
+
+@pytest.mark.services
+def test_a_recipe_materializes_into_redis_before_deploy(feature_repo: FeatureRepo, redis_db: str) -> None:
+    import redis
+    from test_materialize import _Deployer
+
+    from crispml import run
+
+    feature_repo.write_recent_usage()
+    recipe = feature_repo.write_recipe(
+        materialize=True,
+        online_store={"type": "redis", "connection_string": redis_db},
+        steps={"deploy": {"use": "fake_deploy"}},
+    )
+    result = run(recipe, project=feature_repo.project, extra_plugins={"fake_deploy": _Deployer(feature_repo)})
+    assert result.status == "succeeded", result.error
+    assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).dbsize() == CUSTOMERS
+
+
+def test_unreachable_redis_fails_within_seconds(feature_repo: FeatureRepo) -> None:
+    from crispml_feast._materialize import materialize
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    feature_repo.write_recent_usage()
+    t0 = time.perf_counter()
+    with pytest.raises(Exception) as info:
+        store = _store(feature_repo, f"127.0.0.1:{port}")
+        materialize(store, "churn_v1", end=datetime.now(UTC))
+    assert time.perf_counter() - t0 < 5
+    assert "Connection refused" in str(info.value) or "connect" in str(info.value).lower()
