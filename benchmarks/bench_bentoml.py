@@ -182,7 +182,7 @@ def floor(project: Path) -> float:
         "warnings.simplefilter('ignore')\n"
         "import pandas as pd, mlflow.sklearn\n"
         "from pathlib import Path\n"
-        "rel = sorted(Path(sys.argv[1]).glob('.crispml/deployments/churn/releases/*/mlflow_model'))[-1]\n"
+        "rel = sorted(Path(sys.argv[1]).glob('.crispml/deployments/churn/releases/*/model'))[-1]\n"
         "m = mlflow.sklearn.load_model(str(rel))\n"
         "row = pd.DataFrame([json.loads(sys.argv[2])])\n"
         "for _ in range(20): m.predict(row)\n"

@@ -161,7 +161,7 @@ def main() -> None:
         figures["register stage (log, register, gate), median"] = (
             f"{statistics.median(durations) * 1000:.0f} ms"
         )
-        from crispml_mlflow import _backend, _registry
+        from crispml_mlflow import _backend, _champion, _listing, _tags
 
         uri = _backend.embedded_uri(project)
         client = _backend.client(uri, project)
@@ -169,9 +169,9 @@ def main() -> None:
         promos = []
         for i in range(args.repeat * 2):
             version = str(versions[i % 2])
-            if str(_registry.champion_of(client, "churn").version) == version:
+            if str(_tags.champion_of(client, "churn").version) == version:
                 version = str(versions[(i + 1) % 2])
-            promos.append(timed(lambda v=version: _registry.promote(client, project, uri, "churn", v, "bench")))
+            promos.append(timed(lambda v=version: _champion.promote(client, project, uri, "churn", v, "bench")))
         figures["promote (move champion + audit tags), median"] = f"{statistics.median(promos) * 1000:.0f} ms"
 
         # 4. crispml models on a registry with 100 versions
@@ -183,7 +183,7 @@ def main() -> None:
                 tags={"crispml.metric.roc_auc": str(0.7 + i / 1000)}, model_id=source.model_id,
             )
         assert len(client.search_model_versions("name='churn'", max_results=1000)) == 100
-        t_api = statistics.median(timed(lambda: _registry.list_models(client)) for _ in range(args.repeat))
+        t_api = statistics.median(timed(lambda: _listing.list_models(client)) for _ in range(args.repeat))
         walls = []
         for _ in range(3):
             t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from crispml._version import __version__
 
 if TYPE_CHECKING:
     from crispml._redact import flatten, redact
+    from crispml._session import Session, session
     from crispml.context import RunContext
     from crispml.declarations import Backend, Declaration, ExistingPath, Options
     from crispml.errors import (
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
-    from crispml.models import load_model
+    from crispml.models import deployment, load_model, resolve_model
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
+    from crispml.predictions import PREDICTION_LOG_SCHEMA, prediction_records
     from crispml.recipe import Recipe, Runner, Split, Step
     from crispml.results import (
         Dataset,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         ExpectationResult,
         ModelVersion,
         MonitorReport,
+        ResolvedModel,
         Result,
         TrainedModel,
         ValidationReport,
@@ -72,6 +75,7 @@ _LAZY = {
     "ExpectationResult": "crispml.results",
     "ModelVersion": "crispml.results",
     "MonitorReport": "crispml.results",
+    "ResolvedModel": "crispml.results",
     "Result": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
@@ -85,6 +89,12 @@ _LAZY = {
     "find_project": "crispml.store",
     "file_lock": "crispml.store",
     "load_model": "crispml.models",
+    "resolve_model": "crispml.models",
+    "deployment": "crispml.models",
+    "prediction_records": "crispml.predictions",
+    "PREDICTION_LOG_SCHEMA": "crispml.predictions",
+    "Session": "crispml._session",
+    "session": "crispml._session",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
 }

@@ -15,6 +15,7 @@ _SECTIONS = {
     "crispml_load": "Stage hooks",
     "crispml_before_run": "Event hooks",
     "crispml_load_model": "Models, runners and the command line",
+    "crispml_resolve_model": "Services between plugins",
 }
 
 _INTRO = """\

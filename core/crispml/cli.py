@@ -29,9 +29,11 @@ class _Group(click.Group):
         if self._plugins_added:
             return
         self._plugins_added = True
-        from crispml.plugins import get_plugins
+        from crispml._session import Session, set_session
 
-        get_plugins().pm.hook.crispml_register_commands(cli=self)
+        session = Session()
+        set_session(session)  # commands run in this process: crispml.session() is this one
+        session.hook.crispml_register_commands(cli=self, session=session)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands()

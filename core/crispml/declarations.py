@@ -38,6 +38,13 @@ class Options(BaseModel):
         import — is part of the step's cache key."""
         return []
 
+    def provided_columns(self) -> tuple[list[str], str] | None:
+        """A load step's columns, if known before it runs (a file's header), and a short name
+        for its data (``churn.csv``), so that other steps can check a recipe against them
+        without knowing which plugin loads the data. ``None``: unknown until the step runs.
+        """
+        return None
+
     def provided_metrics(self) -> list[str] | None:
         """The metric names this step's result will carry, if known before it runs.
 

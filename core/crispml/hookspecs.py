@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import click
     from pydantic import BaseModel
 
+    from crispml._session import Session
     from crispml.context import RunContext
     from crispml.declarations import Declaration
     from crispml.plan import RunPlan
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         Evaluation,
         ModelVersion,
         MonitorReport,
+        ResolvedModel,
         Result,
         TrainedModel,
         ValidationReport,
@@ -276,7 +278,7 @@ def crispml_execute(plan: RunPlan, options: BaseModel) -> str | None:
 
 
 @_hookspec
-def crispml_register_commands(cli: click.Group) -> None:
+def crispml_register_commands(cli: click.Group, session: Session) -> None:
     """Add commands to the ``crispml`` command line.
 
     Import the backend inside each command's body, never at module level: every command
@@ -284,6 +286,55 @@ def crispml_register_commands(cli: click.Group) -> None:
 
     :param cli: the root ``click.Group``; call ``cli.add_command(...)`` or decorate with
         ``@cli.command()``.
+    :param session: the command line's :class:`crispml.Session` (its plugin manager's hooks,
+        ``resolve_model``, ``deployment``): a command reaches other plugins' work through it,
+        never by importing them. ``crispml.session()`` returns the same object inside a command.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Services between plugins — one plugin's work, asked for by another through the core
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec(firstresult=True)
+def crispml_resolve_model(reference: str, project_dir: Path, context: RunContext | None) -> ResolvedModel | None:
+    """Describe a registered model version: where its files are, what loads them, its lineage.
+
+    ``crispml.resolve_model("churn@champion")`` asks every plugin in turn; a registry plugin
+    that knows the reference returns a :class:`crispml.ResolvedModel` whose ``path`` is a local
+    folder with the model's files (downloaded if the registry is remote), the others return
+    ``None``. A serving plugin deploys through this hook and never talks to a registry itself.
+
+    A reference the plugin recognises as its own (its syntax, its registry) but cannot find is a
+    :class:`crispml.UsageError` naming what exists; an unreachable registry, a ``CrispmlError``
+    in one line. Return ``None`` only for references that are not this plugin's.
+
+    :param reference: ``name@alias`` or ``name/version`` (a registry may accept more, e.g.
+        ``models:/name/3``).
+    :param project_dir: the project whose embedded stores to use by default.
+    :param context: the run context when a stage asks (a registry may then use its own step's
+        or tracker's options, e.g. a registry URI); ``None`` from a command.
+    :return: the resolved version, or ``None`` when the reference is not this plugin's.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_deployment(name: str, project_dir: Path) -> Deployment | None:
+    """Describe a deployment by name: the version it serves, its URL, status and prediction log.
+
+    ``crispml.deployment("churn")`` asks every plugin in turn; the serving plugin that owns the
+    deployment answers, the others return ``None``. A monitor reads the answer's
+    ``prediction_log`` with :func:`crispml.prediction_records`, never the serving plugin's files.
+
+    :param name: the deployment's name.
+    :param project_dir: the project whose deployments to look in.
+    :return: a :class:`crispml.Deployment` with ``model`` (``name/version``), ``training_run``,
+        ``url``, ``status`` and ``prediction_log`` filled in, or ``None``.
+
+    Stops at first non-None result.
     """
 
 

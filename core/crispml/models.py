@@ -1,13 +1,36 @@
-"""``crispml.load_model``: a registered model by reference, from whichever plugin knows it."""
+"""Registered models and deployments, from whichever plugin knows them.
+
+``crispml.load_model``, ``crispml.resolve_model`` and ``crispml.deployment`` call a
+*firstresult* hook on every plugin: the one that knows the reference (a registry) or the name (a
+serving plugin) answers. No plugin needs to import another to use its models or deployments.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crispml.errors import UsageError
-from crispml.plugins import Plugins, get_plugins
+from crispml.errors import PluginError, UsageError
 from crispml.store import find_project
+
+if TYPE_CHECKING:
+    from crispml.context import RunContext
+    from crispml.plugins import Plugins
+    from crispml.results import Deployment, ResolvedModel
+
+
+def _plugins(plugins: Plugins | None, context: RunContext | None = None) -> Plugins:
+    if plugins is not None:
+        return plugins
+    if context is not None:
+        return context.session.plugins
+    from crispml._session import session
+
+    return session().plugins
+
+
+def _project(project: str | Path | None) -> Path:
+    return Path(project).resolve() if project else find_project()
 
 
 def load_model(reference: str, *, project: str | Path | None = None, plugins: Plugins | None = None) -> Any:
@@ -15,12 +38,61 @@ def load_model(reference: str, *, project: str | Path | None = None, plugins: Pl
 
     :return: an object with ``predict`` (for MLflow, a ``pyfunc`` model).
     """
-    pl = plugins or get_plugins()
-    project_dir = Path(project).resolve() if project else find_project()
-    model = pl.pm.hook.crispml_load_model(reference=reference, project_dir=project_dir)
+    pl = _plugins(plugins)
+    model = pl.pm.hook.crispml_load_model(reference=reference, project_dir=_project(project))
     if model is None:
         raise UsageError(
             f"no installed plugin knows the model '{reference}' "
             "(is a model-registry plugin installed, and is the name right?)"
         )
     return model
+
+
+def resolve_model(
+    reference: str,
+    project_dir: str | Path | None = None,
+    *,
+    context: RunContext | None = None,
+    plugins: Plugins | None = None,
+) -> ResolvedModel:
+    """Where a registered version's files are, what loads them, its signature and lineage.
+
+    :param reference: ``name@alias`` or ``name/version`` (a registry plugin may accept more).
+    :param project_dir: the project (default: the run's, else the current one).
+    :param context: the run context, when a stage asks (lets the registry use its own options).
+    :raises UsageError: no installed plugin resolves the reference.
+    """
+    from crispml.results import ResolvedModel
+
+    pl = _plugins(plugins, context)
+    project = _project(project_dir if project_dir is not None else (context.project_dir if context else None))
+    resolved = pl.pm.hook.crispml_resolve_model(reference=reference, project_dir=project, context=context)
+    if resolved is None:
+        raise UsageError(
+            f"no installed plugin resolves the model '{reference}' "
+            "(is a model-registry plugin installed, and is the reference right? e.g. churn@champion)"
+        )
+    if not isinstance(resolved, ResolvedModel):
+        raise PluginError(
+            f"crispml_resolve_model returned {type(resolved).__name__} for '{reference}', "
+            "expected crispml.ResolvedModel"
+        )
+    return resolved
+
+
+def deployment(name: str, project_dir: str | Path | None = None, *, plugins: Plugins | None = None) -> Deployment:
+    """The deployment ``name``: served version, training run, URL, status, prediction log.
+
+    :raises UsageError: no installed plugin has a deployment of that name.
+    """
+    from crispml.results import Deployment
+
+    pl = _plugins(plugins)
+    found = pl.pm.hook.crispml_deployment(name=name, project_dir=_project(project_dir))
+    if found is None:
+        raise UsageError(f"no deployment named '{name}' (see: crispml deployments)")
+    if not isinstance(found, Deployment):
+        raise PluginError(
+            f"crispml_deployment returned {type(found).__name__} for '{name}', expected crispml.Deployment"
+        )
+    return found

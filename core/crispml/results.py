@@ -14,6 +14,7 @@ Two things every result offers the core:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -185,15 +186,70 @@ class ModelVersion(Result):
 
 @dataclass
 class Deployment(Result):
-    """A model version being served."""
+    """A model version being served: what ``crispml_deploy`` returns and ``crispml_deployment``
+    answers (``crispml.deployment("churn")``), so that a monitor needs nothing else to find
+    what is served and what it answered."""
 
     name: str
     url: str
     model_uri: str
+    """The registry's URI of the served version (``models:/churn/3``), for lineage."""
     pid: int | None = None
+    model: str | None = None
+    """The served version as ``name/version`` (``churn/3``)."""
+    training_run: str | None = None
+    """The crispml run that trained the served version, when the registry recorded it."""
+    prediction_log: Path | None = None
+    """The prediction log (read it with :func:`crispml.prediction_records`), or ``None``."""
+    status: str | None = None
+    """``up``, ``down`` or ``unhealthy`` when asked through ``crispml_deployment``; ``None``
+    on a stage result (it was up when the stage ended, or the stage was rejected)."""
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.url, "model_uri": self.model_uri, "pid": self.pid} | (super().summary())
+        out: dict[str, Any] = {"name": self.name, "url": self.url, "model_uri": self.model_uri, "pid": self.pid}
+        if self.model is not None:
+            out["model"] = self.model
+        if self.training_run is not None:
+            out["training_run"] = self.training_run
+        return out | super().summary()
+
+
+@dataclass
+class ResolvedModel:
+    """A registered model version, as a registry plugin describes it to the rest of crispml.
+
+    Returned by ``crispml_resolve_model`` (``crispml.resolve_model("churn@champion")``): a
+    serving plugin deploys from it without knowing which registry it came from.
+    """
+
+    reference: str
+    """The reference as asked (``churn@champion``)."""
+    name: str
+    version: str
+    path: Path
+    """A local folder holding the model's files (for an MLflow model, the folder with ``MLmodel``)."""
+    flavor: str
+    """What loads the files: ``mlflow.sklearn``, ``mlflow.pyfunc``, ``pickle`` (a ``model.pkl``)…
+    A serving plugin refuses, in one line, a flavor it cannot load."""
+    signature: list[dict[str, Any]] | None = None
+    """The input columns, ``[{"name": ..., "type": ...}]`` in order (types as MLflow names them:
+    ``long``, ``integer``, ``double``, ``float``, ``string``, ``boolean``, ``datetime``; an
+    optional ``"required": false``), or ``None`` when the registry does not know them."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """``training_run`` (the crispml run id), ``data_fingerprint``, ``registry`` (which plugin),
+    ``uri`` (the registry's URI of the version, never with credentials); ``run_id`` (the
+    registry's own run id) when it has one."""
+    input_example: list[dict[str, Any]] | None = None
+    """A few input records (JSON values), for smoke tests; ``None`` when none was logged."""
+    serving: dict[str, Any] | None = None
+    """A feature store's serving spec recorded at training (``Dataset.serving``), passed through."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Anything else the registry wants a consumer to see (JSON values)."""
+
+    @property
+    def label(self) -> str:
+        """``name/version``."""
+        return f"{self.name}/{self.version}"
 
 
 @dataclass

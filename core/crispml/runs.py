@@ -116,6 +116,8 @@ def _run(
         recipe_dir=resolved.recipe_dir,
         store=store,
         trackers=dict(resolved.trackers),
+        steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
+        plugins=plugins,
     )
     plan = RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
     return _execute(plan)
@@ -158,6 +160,8 @@ def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunSto
         trackers=dict(resolved.trackers),
         links=dict(manifest.get("links") or {}),
         resumed=True,
+        steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
+        plugins=plugins,
     )
     for record in manifest["stages"]:
         if record["status"] not in DONE:

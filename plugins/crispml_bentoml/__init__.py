@@ -1,6 +1,6 @@
-"""The ``bentoml`` plugin: serve registered MLflow model versions with BentoML, behind a smoke gate.
+"""The ``bentoml`` plugin: serve registered model versions with BentoML, behind a smoke gate.
 
-    deploy: {use: bentoml, name: churn, port: 3000}        # after register: {use: mlflow, ...}
+    deploy: {use: bentoml, name: churn, port: 3000}        # after a register step
 
     crispml deploy churn@champion            crispml deployments [--json]
     crispml deploy --rollback churn          crispml undeploy churn
@@ -13,12 +13,19 @@ model does; the old one serves until then, and stops once drained. Every request
 (JSONL, rotated by size) under ``.crispml/deployments/<name>/``. BentoML's state lives in
 ``.crispml/bentoml``; telemetry is off. See ``docs/plugins/bentoml.md``.
 
-This module only declares: BentoML and MLflow are imported by submodules and by the processes
-the plugin starts, never when crispml loads its plugins.
+The version to serve comes from whichever registry plugin resolves its reference
+(``crispml_resolve_model``): this plugin never talks to a registry, nor reads another plugin's
+options or files. It answers ``crispml_deployment`` (what a deployment serves, its training
+run, its prediction log) for monitors, and writes the prediction log in crispml's versioned
+format (read with ``crispml.prediction_records``).
+
+This module only declares: BentoML (and the model's own library) are imported by submodules and
+by the processes the plugin starts, never when crispml loads its plugins.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -38,6 +45,8 @@ from crispml import (
 if TYPE_CHECKING:
     import click
 
+    from crispml import Session
+
 __version__ = "0.1.0"
 
 
@@ -54,9 +63,8 @@ class DeployOptions(Options):
     """With a register step: deploy this alias of the registered model (so a challenger that
     was not promoted is not deployed). ``null``: deploy the version the run registered."""
     model: str | None = None
-    """Without a register step: the version to deploy, ``name@alias`` or ``name/version``."""
-    tracking_uri: str | None = None
-    """The MLflow registry (default: ``$MLFLOW_TRACKING_URI``, else ``.crispml/mlflow.db``)."""
+    """Without a register step: the version to deploy, ``name@alias`` or ``name/version`` (any
+    reference a registry plugin resolves)."""
     ready_timeout: float = Field(120.0, gt=0, le=3600)
     """Seconds the new server may take to answer ``/readyz``."""
     drain_timeout: float = Field(30.0, ge=0, le=3600)
@@ -98,8 +106,8 @@ class DeployOptions(Options):
 def crispml_declare() -> Declaration:
     return Declaration(
         stages={"deploy": DeployOptions},
-        backends=(Backend("bentoml", "bentoml", extra="bentoml"), Backend("mlflow", "mlflow", extra="mlflow")),
-        description="Serve registered MLflow models with BentoML: smoke gate, no-downtime switch, prediction log.",
+        backends=(Backend("bentoml", "bentoml", extra="bentoml"),),
+        description="Serve registered models with BentoML: smoke gate, no-downtime switch, prediction log.",
     )
 
 
@@ -110,7 +118,6 @@ def settings_from(options: DeployOptions, name: str) -> Any:
         name=name,
         port=options.port,
         host=options.host,
-        tracking_uri=options.tracking_uri,
         ready_timeout=options.ready_timeout,
         drain_timeout=options.drain_timeout,
         workers=options.workers,
@@ -128,7 +135,7 @@ def crispml_deploy(
     model: TrainedModel | None,
     context: RunContext,
 ) -> Deployment:
-    from crispml_bentoml._deploy import deploy
+    from crispml_bentoml._deploy import default_name, deploy
 
     if model_version is not None:
         reference = (
@@ -136,33 +143,42 @@ def crispml_deploy(
             if options.alias
             else f"{model_version.name}/{model_version.version}"
         )
-        default_name = model_version.name
+        name = options.name or default_name(model_version.name)
     elif options.model is not None:
         reference = options.model
-        default_name = reference.removeprefix("models:/").split("@")[0].split("/")[0]
+        name = options.name or ""  # the resolved model's name
     else:
         raise UsageError("deploy (bentoml): no registered model version to deploy: add a register step, or set model:")
-    name = options.name or default_name.lower().replace(".", "-")
     settings = settings_from(options, name)
-    if settings.tracking_uri is None:
-        settings.tracking_uri = getattr(context.trackers.get("mlflow"), "tracking_uri", None)
-    outcome = deploy(context.project_dir, settings, reference)
+    session = context.session
+    outcome = deploy(context.project_dir, settings, reference, lambda ref: session.resolve_model(ref, context=context))
     record = outcome.record or {}
     context.links["bentoml_deployment"] = name
     metrics = dict(outcome.timings)
     metrics["switched"] = 1.0 if outcome.changed and outcome.rejection is None else 0.0
+    log = record.get("prediction_log")
     return Deployment(
         name=name,
         url=str(record.get("url", "")),
         model_uri=outcome.model["uri"],
         pid=(record.get("proxy") or {}).get("pid"),
+        model=f"{outcome.model['name']}/{outcome.model['version']}",
+        training_run=outcome.model.get("crispml_run_id"),
+        prediction_log=Path(log) if log else None,
         metrics=metrics,
         rejection=outcome.rejection,
     )
 
 
 @hookimpl
-def crispml_register_commands(cli: click.Group) -> None:
+def crispml_deployment(name: str, project_dir: Path) -> Deployment | None:
+    from crispml_bentoml._answer import describe
+
+    return describe(name, project_dir)
+
+
+@hookimpl
+def crispml_register_commands(cli: click.Group, session: Session) -> None:
     from crispml_bentoml._cli import add_commands
 
-    add_commands(cli)
+    add_commands(cli, session)

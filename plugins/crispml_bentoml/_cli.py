@@ -1,7 +1,8 @@
 """``crispml deploy``, ``deployments``, ``undeploy``, ``predictions`` and ``build``.
 
-Only click and the registry module load with these commands; MLflow is imported by ``deploy``
-when it runs, BentoML only in the processes the commands start.
+Only click and the plugin's state module load with these commands; ``deploy`` finds the model
+through the session (``crispml_resolve_model``: whichever registry plugin knows it), BentoML runs
+only in the processes the commands start.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crispml_bentoml import _state
+
+if TYPE_CHECKING:
+    from crispml import Session
 
 EXIT_REJECTED = 3
 BUILD_TIMEOUT_ENV = "CRISPML_BENTOML_BUILD_TIMEOUT"
@@ -29,7 +33,7 @@ BUILD_TIMEOUT_ENV = "CRISPML_BENTOML_BUILD_TIMEOUT"
 def _bentoml(args: list[str], *, cwd: Path, project: Path, what: str) -> str:
     """Run ``bentoml ARGS`` (the project's store, no telemetry); its stdout, or a one-line error."""
     from crispml import CrispmlError, UsageError
-    from crispml_bentoml._deploy import backend_env
+    from crispml_bentoml._process import backend_env
 
     raw = os.environ.get(BUILD_TIMEOUT_ENV, "600")
     try:
@@ -57,7 +61,8 @@ def _bentoml(args: list[str], *, cwd: Path, project: Path, what: str) -> str:
     return done.stdout
 
 
-def add_commands(cli: click.Group) -> None:
+def add_commands(cli: click.Group, session: Session | None = None) -> None:
+    """Add the commands; they reach other plugins through ``crispml.session()`` (``session``)."""
     for command in (deploy, deployments, undeploy, predictions, build):
         cli.add_command(command)
 
@@ -80,7 +85,6 @@ def _project() -> Path:
     metavar="NAME",
     help="Deploy NAME's previous model version again, through the same smoke gate.",
 )
-@click.option("--tracking-uri", default=None, metavar="URI", help="MLflow registry (default: .crispml/mlflow.db).")
 @click.option("--ready-timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for /readyz.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="BentoML workers.")
 def deploy(
@@ -89,7 +93,6 @@ def deploy(
     port: int | None,
     host: str,
     rollback_name: str | None,
-    tracking_uri: str | None,
     ready_timeout: float,
     workers: int,
 ) -> None:
@@ -98,11 +101,12 @@ def deploy(
     Exit 0: serving; 2: bad input (nothing changed); 3: rejected by the smoke gate (the previous
     deployment keeps serving).
     """
-    from crispml import UsageError
+    from crispml import UsageError, session
     from crispml_bentoml._deploy import Settings, rollback
     from crispml_bentoml._deploy import deploy as do_deploy
 
     project = _project()
+    resolve = session().resolve_model  # whichever registry plugin knows the reference
     if rollback_name is not None:
         if reference is not None:
             raise UsageError("give either a model reference or --rollback NAME, not both")
@@ -110,26 +114,23 @@ def deploy(
             name=rollback_name,
             port=port,
             host=host,
-            tracking_uri=tracking_uri,
             ready_timeout=ready_timeout,
             workers=workers,
             inherit=True,
         )
-        outcome = rollback(project, settings)
+        outcome = rollback(project, settings, resolve)
     else:
         if reference is None:
             raise UsageError("name the model version to deploy, e.g. crispml deploy churn@champion")
-        model_name = reference.removeprefix("models:/").split("@")[0].split("/")[0]
         settings = Settings(
-            name=name or model_name.lower().replace(".", "-"),
+            name=name or "",  # empty: the resolved model's name
             port=port,
             host=host,
-            tracking_uri=tracking_uri,
             ready_timeout=ready_timeout,
             workers=workers,
             inherit=True,
         )
-        outcome = do_deploy(project, settings, reference)
+        outcome = do_deploy(project, settings, reference, resolve)
     label = f"{outcome.model['name']}/{outcome.model['version']}"
     if outcome.rejection is not None:
         click.echo(f"rejected: {outcome.rejection}", err=True)
@@ -269,19 +270,20 @@ def predictions(name: str, count: int) -> None:
         click.echo(json.dumps(entry, separators=(",", ":")))
 
 
-def _requirements(release: Path) -> list[str]:
-    """The model's pinned requirements (from its MLflow folder) plus what the service imports."""
+def _requirements(spec: dict[str, Any]) -> list[str]:
+    """The model's pinned requirements (as its registry gave them) plus what the service imports."""
     from importlib import metadata
 
     lines: dict[str, str] = {}
-    source = release / "mlflow_model" / "requirements.txt"
-    if source.is_file():
-        for line in source.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith(("#", "-")):
-                key = line.split("==")[0].split(">")[0].split("<")[0].split("[")[0].strip().lower()
-                lines[key] = line
-    for dist in ("bentoml", "mlflow", "pandas", "pydantic"):
+    for line in spec.get("requirements") or []:
+        line = str(line).strip()
+        if line and not line.startswith(("#", "-")):
+            key = line.split("==")[0].split(">")[0].split("<")[0].split("[")[0].strip().lower()
+            lines[key] = line
+    needed = ["bentoml", "pandas", "pydantic"]
+    if str(spec.get("flavor", "")).startswith("mlflow."):
+        needed.append("mlflow")
+    for dist in needed:
         if dist not in lines:
             try:
                 lines[dist] = f"{dist}=={metadata.version(dist)}"
@@ -362,17 +364,18 @@ def _build_in(
     spec["prediction_log"] = {**spec["prediction_log"], "path": None}
     atomic_write_json(context / "spec.json", spec)
     shutil.copyfile(release / "service.py", context / "service.py")
-    requirements = _requirements(release)
+    shutil.copyfile(release / "flavors.py", context / "flavors.py")
+    requirements = _requirements(spec)
     (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
     model = record["model"]
     python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     bentofile = {
         "service": "service:Predictor",
-        "include": ["service.py", "spec.json"],
+        "include": ["service.py", "flavors.py", "spec.json"],
         "labels": {
             "crispml.deployment": name,
-            "mlflow.model": str(model["name"]),
-            "mlflow.version": str(model["version"]),
+            "crispml.model": str(model["name"]),
+            "crispml.version": str(model["version"]),
         },
         "python": {"requirements_txt": "requirements.txt", "lock_packages": False},
         "docker": {"python_version": python_version},

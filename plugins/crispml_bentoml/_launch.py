@@ -1,7 +1,7 @@
 """The first seconds of a backend process: ``python -m crispml_bentoml._launch RELEASE HOST PORT``.
 
 Runs in the background process crispml starts (its own session and process group, with
-``BENTOML_HOME`` pointing into the project). It imports the release's MLflow model folder into
+``BENTOML_HOME`` pointing into the project). It imports the release's model folder into
 BentoML's model store (once per tag, under a lock: two deployments of one version may start at
 once), then replaces itself with ``bentoml serve`` — same pid, same process group, so stopping
 the group stops BentoML's workers too. Doing the import here, in a process whose
@@ -36,12 +36,13 @@ def import_model(release: Path) -> str:
         model = spec["model"]
         labels = {
             "crispml.deployment": spec["deployment"],
-            "mlflow.model": str(model["name"]),
-            "mlflow.version": str(model["version"]),
+            "crispml.model": str(model["name"]),
+            "crispml.version": str(model["version"]),
         }
         metadata = {k: v for k, v in model.items() if v is not None}
+        model_dir = spec.get("model_dir", "model")
         with bentoml.models.create(tag, labels=labels, metadata=metadata) as stored:
-            shutil.copytree(release / "mlflow_model", stored.path_of("mlflow_model"))
+            shutil.copytree(release / model_dir, stored.path_of(model_dir))
         return tag
 
 

@@ -1,10 +1,10 @@
-"""The BentoML service that serves one registered MLflow model version.
+"""The BentoML service that serves one registered model version.
 
 crispml copies this file, unchanged, as ``service.py`` into a release folder beside a
-``spec.json`` it writes (model tag, lineage, the input schema read from the model's MLflow
-signature), then runs ``bentoml serve service:Predictor`` there. It imports BentoML, MLflow,
-pandas and pydantic, never crispml: a bento built from the same folder (``crispml build``) runs
-where crispml is not installed.
+``spec.json`` it writes (model tag, lineage, the input schema from the model's signature) and
+``flavors.py`` (how the model's files load), then runs ``bentoml serve service:Predictor``
+there. It imports BentoML, pandas, pydantic and the model's own library, never crispml: a bento
+built from the same folder (``crispml build``) runs where crispml is not installed.
 
 Request:   ``POST /predict  {"records": [{"tenure_months": 3, "contract": "month-to-month", ...}]}``
 Response:  ``{"predictions": [...], "probabilities": [{"0": 0.8, "1": 0.2}, ...], "model": {...}}``
@@ -12,8 +12,10 @@ Response:  ``{"predictions": [...], "probabilities": [{"0": 0.8, "1": 0.2}, ...]
 
 A record with a missing field, a field of the wrong JSON type, or a field the model does not know
 is rejected with HTTP 400 and pydantic's message, before the model sees it. Every answered
-request is appended (inputs, outputs, model version, time) to a JSONL prediction log rotated by
-size, unless it carries the ``x-crispml-smoke`` header (crispml's own smoke test).
+request is appended (inputs, outputs, model version, training run, time) to a JSONL prediction
+log rotated by size — crispml's versioned format (``"schema": 1``, read by
+``crispml.prediction_records``) — unless it carries the ``x-crispml-smoke`` header (crispml's
+own smoke test).
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+from flavors import NATIVE, frame, is_classifier, load
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 HERE = Path(__file__).resolve().parent
 SPEC: dict[str, Any] = json.loads((HERE / "spec.json").read_text())
 MODEL: dict[str, Any] = SPEC["model"]
 SMOKE_HEADER = "x-crispml-smoke"
+LOG_SCHEMA = 1
+"""The prediction log's line format (docs/plugins/bentoml.md); bump it with crispml's reader."""
 
 # MLflow column types → JSON types a record's field must have (strict: "3" is not a number).
 _TYPES: dict[str, Any] = {
@@ -119,19 +124,13 @@ class Predictor:
     model_ref = bentoml.models.BentoModel(SPEC["bento_tag"])
 
     def __init__(self) -> None:
-        import mlflow.pyfunc
-
-        path = str(self.model_ref.path_of("mlflow_model"))
-        self.native: Any = None
-        if SPEC.get("flavor") == "sklearn":
-            import mlflow.sklearn
-
-            self.native = mlflow.sklearn.load_model(path)
-        self.pyfunc = None if self.native is not None else mlflow.pyfunc.load_model(path)
+        flavor = SPEC["flavor"]
+        model = load(Path(self.model_ref.path_of(SPEC.get("model_dir", "model"))), flavor)
+        self.native: Any = model if flavor in NATIVE else None
+        self.pyfunc = None if self.native is not None else model
         self.classes: list[Any] | None = None
-        if self.native is not None and SPEC.get("classifier") and hasattr(self.native, "predict_proba"):
+        if self.native is not None and SPEC.get("classifier") and is_classifier(model, flavor):
             self.classes = _jsonable(self.native.classes_)
-        self.dtypes = {c["name"]: c["dtype"] for c in SPEC["columns"] if c.get("dtype")}
         self.log = _PredictionLog(*_log_settings())
         self.lineage = {
             k: MODEL.get(k) for k in ("name", "version", "uri", "run_id", "crispml_run_id", "data_fingerprint")
@@ -139,13 +138,7 @@ class Predictor:
         self.label = f"{MODEL['name']}/{MODEL['version']}"
 
     def _frame(self, rows: list[dict[str, Any]]) -> Any:
-        import pandas as pd
-
-        frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
-        for name, dtype in self.dtypes.items():
-            if frame[name].notna().all():
-                frame[name] = frame[name].astype(dtype)
-        return frame
+        return frame(rows, SPEC["columns"])
 
     @bentoml.api(route="/predict", input_spec=PredictRequest)
     def predict(self, records: list[Any], ctx: bentoml.Context) -> dict[str, Any]:
@@ -179,10 +172,12 @@ class Predictor:
         if SMOKE_HEADER not in ctx.request.headers:
             self.log.append(
                 {
+                    "schema": LOG_SCHEMA,
                     "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "ts": time.time(),
                     "deployment": SPEC["deployment"],
                     "model": self.label,
+                    "training_run": MODEL.get("crispml_run_id"),
                     "inputs": rows,
                     "outputs": {k: v for k, v in out.items() if k != "model"},
                 }

@@ -73,6 +73,15 @@ class LoadOptions(Options):
     def external_inputs(self) -> list[Path]:
         return [self.path]
 
+    def provided_columns(self) -> tuple[list[str], str] | None:
+        """The header's columns, unless read options may change them (then: known at run time)."""
+        if not self.path.is_file() or set(self.read_options) - {"sep"}:
+            return None
+        try:
+            return read_columns(self.path, self.format, self.read_options.get("sep", ",")), self.path.name
+        except Exception:
+            return None  # the load step reports an unreadable file itself
+
 
 @hookimpl
 def crispml_declare() -> Declaration:

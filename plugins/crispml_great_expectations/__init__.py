@@ -127,21 +127,18 @@ class ValidateOptions(Options):
 
 
 def _load_columns(load: Any) -> tuple[list[str], str] | None:
-    """The columns of the file a recipe's load step reads, when it names a plain CSV/Parquet file.
-
-    Read from the header only. ``None`` when the load step is something else (a feature store)
-    or reads the file with options that change its columns: then columns are checked at run time.
-    """
-    path = getattr(load, "path", None)
-    read_options = getattr(load, "read_options", None) or {}
-    if not isinstance(path, Path) or not path.is_file() or set(read_options) - {"sep"}:
+    """The columns the recipe's load step will give, when its plugin knows them before it runs
+    (``Options.provided_columns``: a file's header), whichever plugin that is. ``None`` when it
+    does not (a feature store, read options that change the columns): then columns are checked
+    at run time, on the dataset the stage is given."""
+    provided = getattr(load, "provided_columns", None)
+    if not callable(provided):
         return None
-    from crispml_files import read_columns as read_header
-
-    try:
-        return read_header(path, getattr(load, "format", "auto"), read_options.get("sep", ",")), path.name
-    except Exception:
-        return None  # the load step reports an unreadable file itself
+    found = provided()
+    if found is None:
+        return None
+    columns, source = found
+    return [str(c) for c in columns], str(source)
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """Reading data files for the plugin's commands (pandas is imported only by ``read_data``).
 
-Formats and headers are the ``files`` plugin's (shipped with crispml): a batch is read the way a
-recipe's load step reads its data.
+A batch given on the command line is a CSV or Parquet file (by its suffix). The validate stage
+itself never reads files: it checks the ``Dataset`` it is given, whichever plugin loaded it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from crispml import UsageError
-from crispml_files import file_format
+
+
+def file_format(path: Path) -> str:
+    """``parquet`` for ``.parquet``/``.pq`` files, else ``csv``."""
+    return "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
 
 
 def read_data(path: Path, read_options: dict[str, Any] | None = None) -> Any:

@@ -34,6 +34,7 @@ from crispml import (
     Evaluation,
     ModelVersion,
     Options,
+    ResolvedModel,
     RunContext,
     TrainedModel,
     hookimpl,
@@ -198,16 +199,23 @@ def crispml_register(
     dataset: Dataset,
     context: RunContext,
 ) -> ModelVersion:
-    from crispml_mlflow._registry import register
+    from crispml_mlflow._register import register
 
     return register(options, model, evaluation, dataset, context)
 
 
 @hookimpl
 def crispml_load_model(reference: str, project_dir: Path) -> Any | None:
-    from crispml_mlflow._registry import load_model
+    from crispml_mlflow._load import load_model
 
     return load_model(reference, project_dir)
+
+
+@hookimpl
+def crispml_resolve_model(reference: str, project_dir: Path, context: RunContext | None) -> ResolvedModel | None:
+    from crispml_mlflow._resolve import resolve
+
+    return resolve(reference, project_dir, context)
 
 
 @hookimpl

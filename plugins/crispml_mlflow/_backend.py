@@ -121,7 +121,7 @@ def artifact_root(uri: str, project_dir: Path) -> str | None:
     return str(project_dir / STORE_DIR / ARTIFACTS_DIR)
 
 
-file_lock = crispml.file_lock  # kept as a name here: _registry and the tests use it
+file_lock = crispml.file_lock  # kept as a name here: the registry modules and the tests use it
 
 
 def lock_path(project_dir: Path, what: str) -> Path:

@@ -56,7 +56,7 @@ def add_commands(cli: click.Group) -> None:
 @_URI
 def models(as_json: bool, tracking_uri: str | None) -> None:
     """Registered models (mlflow): versions, aliases and their metrics."""
-    from crispml_mlflow._registry import list_models
+    from crispml_mlflow._listing import list_models
 
     found = _connect(tracking_uri)
     rows = list_models(found[0]) if found is not None else []
@@ -92,13 +92,13 @@ def models(as_json: bool, tracking_uri: str | None) -> None:
 @_URI
 def promote(model: str, version: str, reason: str, tracking_uri: str | None) -> None:
     """Make VERSION of MODEL the champion (mlflow), recorded as a manual promotion."""
-    from crispml_mlflow import _registry
+    from crispml_mlflow import _champion
 
     found = _connect(tracking_uri)
     if found is None:
         _no_registry(f"cannot promote '{model}'")
     client, project, uri = found  # type: ignore[misc]
-    _registry.promote(client, project, uri, model, version, reason)
+    _champion.promote(client, project, uri, model, version, reason)
     click.echo(f"{model}: version {version} is now champion")
 
 
@@ -107,13 +107,13 @@ def promote(model: str, version: str, reason: str, tracking_uri: str | None) -> 
 @_URI
 def rollback(model: str, tracking_uri: str | None) -> None:
     """Move MODEL's champion back to the previous champion (mlflow)."""
-    from crispml_mlflow import _registry
+    from crispml_mlflow import _champion
 
     found = _connect(tracking_uri)
     if found is None:
         _no_registry(f"cannot roll back '{model}'")
     client, project, uri = found  # type: ignore[misc]
-    old, new = _registry.rollback(client, project, uri, model)
+    old, new = _champion.rollback(client, project, uri, model)
     click.echo(f"{model}: champion rolled back from version {old} to version {new}")
 
 

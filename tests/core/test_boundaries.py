@@ -90,3 +90,80 @@ def test_plugins_use_only_the_public_api() -> None:
             if name == "crispml" or not name.startswith("crispml"):
                 continue
             assert name.startswith("crispml_"), f"{path} imports private core module {name}"
+
+
+def _plugin_packages() -> dict[str, str]:
+    """Each built-in plugin's package → the name it is registered under (its entry point)."""
+    from importlib import metadata
+
+    out = {}
+    for ep in metadata.entry_points(group="crispml"):
+        package = ep.value.split(":")[0].split(".")[0]
+        if (PLUGINS / package).is_dir():
+            out[package] = ep.name
+    return out
+
+
+def test_no_plugin_imports_another_plugin() -> None:
+    """Plugins cooperate through hooks and the public ``crispml`` API only (DESIGN.md)."""
+    packages = _plugin_packages()
+    assert {"crispml_files", "crispml_mlflow", "crispml_bentoml", "crispml_great_expectations"} <= set(packages)
+    for package in packages:
+        for path in (PLUGINS / package).rglob("*.py"):
+            for name in _imports(path):
+                top = name.split(".")[0]
+                if top.startswith("crispml_"):
+                    assert top == package, f"{path} imports another plugin: {name}"
+
+
+def _named_reads(path: Path) -> list[tuple[str, int]]:
+    """String constants naming whose options a module reads: ``trackers["x"]``,
+    ``trackers.get("x")``, ``tracker_options("x")``, ``step_options(stage, "x")``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "trackers"
+            and isinstance(node.slice, ast.Constant)
+        ):
+            out.append((str(node.slice.value), node.lineno))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            func, args = node.func, node.args
+            reads_trackers = (
+                func.attr == "get" and isinstance(func.value, ast.Attribute) and func.value.attr == "trackers"
+            )
+            if reads_trackers or func.attr == "tracker_options":
+                named = args[:1]
+            elif func.attr == "step_options":
+                named = args[1:2]
+            else:
+                continue
+            for arg in named:
+                assert isinstance(arg, ast.Constant), f"{path}:{node.lineno}: name the plugin literally"
+                out.append((str(arg.value), node.lineno))
+    return out
+
+
+def test_no_plugin_reads_another_plugins_options() -> None:
+    """A plugin reads its own tracker and step options only; another's store it asks for
+    through a hook (``crispml_resolve_model``)."""
+    reads = 0
+    for package, name in _plugin_packages().items():
+        for path in (PLUGINS / package).rglob("*.py"):
+            for owner, line in _named_reads(path):
+                reads += 1
+                assert owner == name, f"{path}:{line} reads plugin '{owner}''s options"
+    assert reads > 0, "the check found nothing to check: it no longer sees how options are read"
+
+
+def test_the_option_reader_check_catches_a_foreign_read(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "def f(context):\n"
+        "    a = context.trackers['mlflow']\n"
+        "    b = context.trackers.get('mlflow')\n"
+        "    c = context.tracker_options('mlflow')\n"
+        "    d = context.step_options('register', 'mlflow')\n"
+    )
+    assert [owner for owner, _ in _named_reads(bad)] == ["mlflow"] * 4

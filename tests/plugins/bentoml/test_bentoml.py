@@ -662,8 +662,8 @@ def test_port_in_use_is_a_clear_error_before_anything_starts(served: Served) -> 
     [
         ("churn/99", "has no version 99"),
         ("churn@nobody", "has no alias 'nobody'"),
-        ("nosuchmodel@champion", "no registered model named 'nosuchmodel'"),
-        ("not a reference", "not a model reference"),
+        ("nosuchmodel@champion", "no installed plugin resolves the model 'nosuchmodel@champion'"),
+        ("not a reference", "no installed plugin resolves the model 'not a reference'"),
     ],
 )
 def test_unknown_model_version_is_a_clear_error(served: Served, reference: str, message: str) -> None:
@@ -732,8 +732,8 @@ def test_build_makes_a_bento_with_model_and_pinned_requirements(served: Served) 
     assert archive.is_file() and str(archive) in done.stdout
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    assert any(n.endswith("mlflow_model/MLmodel") for n in names), names[:20]
-    assert any(n.endswith("mlflow_model/model.pkl") for n in names)
+    assert any(n.endswith("model/MLmodel") for n in names), names[:20]
+    assert any(n.endswith("model/model.pkl") for n in names)
 
 
 def test_undeploy_stops_everything(served: Served) -> None:

@@ -458,3 +458,100 @@ def test_suggested_suite_passes_on_tz_aware_datetimes_and_string_dtype(project: 
     )
     proc = _cli(project, "validate-data", str(recipe), str(data))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- the validate stage works on the Dataset it is given, whichever plugin loaded it ---------------
+
+
+class KeyedLoader:
+    """A feature-store-like load plugin: entity keys in, a frame out — no ``path`` to re-read.
+
+    Its data differs from anything on disk (rows are computed), so a validator that re-read a
+    file could not see what this loader produced.
+    """
+
+    class Opts(crispml.Options):
+        rows: int = 50
+        bad_rows: int = 0
+
+    @crispml.hookimpl
+    def crispml_declare(self) -> crispml.Declaration:
+        return crispml.Declaration(stages={"load": self.Opts})
+
+    @crispml.hookimpl
+    def crispml_load(self, options: Any) -> crispml.Dataset:
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {
+                "customer_id": range(options.rows),
+                "tenure_months": [(-1 if i < options.bad_rows else i % 72) for i in range(options.rows)],
+                "churned": [i % 2 for i in range(options.rows)],
+            }
+        )
+        return crispml.Dataset(
+            frame=frame,
+            target="churned",
+            name="entities",
+            source=f"feature-service:churn_v1/{options.rows}/{options.bad_rows}",
+            fingerprint=f"keyed-{options.rows}-{options.bad_rows}",
+        )
+
+
+def _keyed_recipe(rows: int, bad_rows: int, expectations: list[dict[str, Any]]) -> crispml.Recipe:
+    return crispml.Recipe(
+        name="keyed",
+        split=None,
+        load=crispml.Step(use="keyed", rows=rows, bad_rows=bad_rows),
+        validate=crispml.Step(use="great_expectations", expectations=expectations),
+    )
+
+
+def test_validate_checks_the_dataset_a_pathless_loader_gives(project: Path) -> None:
+    from crispml.testing import run_with
+
+    expectations = [
+        {"expect": "column_values_to_be_between", "column": "tenure_months", "min_value": 0, "max_value": 71},
+        {"expect": "column_values_to_not_be_null", "column": "customer_id"},
+    ]
+    good = run_with(_keyed_recipe(50, 0, expectations), project=project, plugins={"keyed": KeyedLoader()})
+    assert good.status == "succeeded", good.manifest
+    assert good["validation"].success and len(good["validation"].results) == 2
+    bad = run_with(_keyed_recipe(50, 7, expectations), project=project, plugins={"keyed": KeyedLoader()})
+    assert bad.status == "rejected", bad.manifest
+    (failure,) = bad["validation"].failures
+    assert failure.column == "tenure_months" and failure.unexpected_count == 7
+
+
+def test_a_column_the_pathless_loader_lacks_is_found_at_run_time(project: Path) -> None:
+    """No header to read before the run: the check passes, the run reports the missing column."""
+    from crispml.testing import plugins_with, run_with
+
+    recipe = _keyed_recipe(20, 0, [{"expect": "column_values_to_not_be_null", "column": "monthly_charges"}])
+    crispml.check(recipe, plugins=plugins_with({"keyed": KeyedLoader()}))  # nothing to check it against yet
+    result = run_with(recipe, project=project, plugins={"keyed": KeyedLoader()})
+    assert result.status != "succeeded"
+    assert "monthly_charges" in json.dumps(result.manifest)
+
+
+def test_great_expectations_asks_the_load_step_for_its_columns_not_its_path(project: Path) -> None:
+    """A load plugin that declares its columns (``provided_columns``) gets the suite checked
+    against them before anything runs, though it has no ``path`` option at all."""
+
+    class Declared(KeyedLoader):
+        class Opts(crispml.Options):
+            rows: int = 50
+            bad_rows: int = 0
+
+            def provided_columns(self) -> tuple[list[str], str]:
+                return ["customer_id", "tenure_months", "churned"], "feature service churn_v1"
+
+        @crispml.hookimpl
+        def crispml_declare(self) -> crispml.Declaration:
+            return crispml.Declaration(stages={"load": self.Opts})
+
+    from crispml.testing import plugins_with
+
+    recipe = _keyed_recipe(20, 0, [{"expect": "column_values_to_not_be_null", "column": "tenure_month"}])
+    with pytest.raises(crispml.RecipeError, match="column 'tenure_month' is not in feature service churn_v1"):
+        crispml.check(recipe, plugins=plugins_with({"keyed": Declared()}))

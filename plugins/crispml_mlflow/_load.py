@@ -1,0 +1,57 @@
+"""``crispml.load_model("name@alias")`` and ``"name/3"``: a registered version as a pyfunc model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from crispml import UsageError
+from crispml_mlflow import _backend
+from crispml_mlflow._tags import not_found
+
+_REF = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
+
+
+def parse_reference(reference: str) -> tuple[str, str | None, str | None] | None:
+    """``name@alias`` → (name, alias, None); ``name/3`` → (name, None, "3"); else ``None``."""
+    match = _REF.match(reference.strip())
+    if not match:
+        return None
+    return match["name"], match["alias"], match["version"]
+
+
+def load_model(reference: str, project_dir: Path) -> Any | None:
+    parsed = parse_reference(reference)
+    if parsed is None:
+        return None
+    name, alias, version = parsed
+    uri = _backend.tracking_uri(None, project_dir)
+    db = _backend.sqlite_path(uri)
+    if db is not None and not db.exists():
+        return None  # no embedded registry in this project: do not create one to look
+    client = _backend.client(uri, project_dir)
+    _backend.check_reachable(client, uri, 10, 1)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if not_found(exc):
+            return None
+        raise
+    try:
+        if alias is not None:
+            client.get_model_version_by_alias(name, alias)
+        else:
+            client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if not_found(exc):
+            what = f"alias '{alias}'" if alias else f"version {version}"
+            raise UsageError(f"model '{name}' has no {what} (see: crispml models)") from None
+        raise
+    import mlflow.pyfunc
+
+    with _backend.fluent(uri):
+        target = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
+        return mlflow.pyfunc.load_model(target)
