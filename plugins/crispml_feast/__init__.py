@@ -178,6 +178,20 @@ class LoadOptions(Options):
         extra = [self.repo / YAML] if (self.repo / YAML).is_file() else []
         return [self.entities, *definitions.files, *extra, *definitions.source_files()]
 
+    def provided_columns(self) -> tuple[list[str], str] | None:
+        """The dataset's columns, known before the join runs: the entities file's (its time
+        column renamed ``event_timestamp``), then the feature service's features."""
+        from crispml_feast._definitions import load_definitions
+
+        try:
+            definitions = load_definitions(self.repo)
+            service = definitions.service(self.feature_service)
+            features = [ref.split(":", 1)[1] for ref in definitions.feature_refs(service)]
+            header = ["event_timestamp" if c == self.timestamp_column else c for c in read_header(self.entities)]
+        except Exception:
+            return None  # the load step reports it when it runs
+        return [*header, *(f for f in features if f not in header)], f"{self.feature_service} × {self.entities.name}"
+
     def provided_metrics(self) -> list[str]:
         return ["rows", "rows_without_features", "share_without_features"]
 
@@ -215,12 +229,12 @@ def crispml_before_stage(stage: str, context: RunContext) -> None:
     ``crispml run`` on a fresh clone then serves (and ``load`` stays cacheable)."""
     if stage != "deploy":
         return
-    load = dict(context.recipe.steps()).get("load")
-    if load is None or load.use != "feast" or not load.options.get("materialize"):
+    options = context.step_options("load", "feast")
+    if not isinstance(options, LoadOptions) or not options.materialize:
         return
     from crispml_feast._materialize import materialize_for_run
 
-    materialize_for_run(context)
+    materialize_for_run(options, context)
 
 
 @hookimpl

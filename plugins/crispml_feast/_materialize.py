@@ -9,8 +9,6 @@ has no start: it is named in the error (give ``--start``), before any view is ma
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -131,27 +129,8 @@ def open_for(options: LoadOptions, project_dir: Path) -> tuple[Any, Definitions]
     return open_store(spec, definitions), definitions
 
 
-_ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _expand(value: Any) -> Any:
-    """``${env:NAME}`` as the core expands it when it checks a recipe (a secret in
-    ``online_store`` stays out of the recipe file)."""
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(0)), value)
-    return value
-
-
-def materialize_for_run(context: RunContext) -> list[Interval]:
+def materialize_for_run(options: LoadOptions, context: RunContext) -> list[Interval]:
     """Before ``deploy``: materialize the recipe's feature service up to now, and log it."""
-    from crispml_feast import LoadOptions
-
-    load = dict(context.recipe.steps())["load"]
-    options = LoadOptions.model_validate(_expand(load.options), context={"base_dir": context.recipe_dir, "steps": {}})
     store, _ = open_for(options, context.project_dir)
     done = materialize(store, options.feature_service, end=datetime.now(UTC))
     logger = context.logger("deploy")

@@ -124,3 +124,35 @@ def test_the_cli_exits_2_with_one_line_and_writes_nothing(
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "recipe.yaml:6: load.feature_service: no feature service 'churn_v2'" in lines[0], lines[0]
     assert not (feature_repo.project / ".crispml").exists()
+
+
+def test_a_validate_step_is_checked_against_the_joined_columns(feature_repo: FeatureRepo) -> None:
+    from crispml import check
+
+    good = feature_repo.write_recipe(
+        steps={
+            "validate": {
+                "use": "great_expectations",
+                "expectations": [
+                    {"expect": "column_values_to_not_be_null", "column": "minutes"},
+                    {"expect": "column_values_to_not_be_null", "column": "event_timestamp"},
+                ],
+            }
+        }
+    )
+    options = check(good).step("load").options  # type: ignore[union-attr]
+    assert options.provided_columns() == (
+        ["customer_id", "event_timestamp", "churned", "minutes", "calls"],
+        "churn_v1 × labels.parquet",
+    )
+    bad = feature_repo.write_recipe(
+        steps={
+            "validate": {
+                "use": "great_expectations",
+                "expectations": [
+                    {"expect": "column_values_to_not_be_null", "column": "minutes_total"},
+                ],
+            }
+        }
+    )
+    assert "minutes_total" in _error(bad)
