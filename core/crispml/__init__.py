@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
-    from crispml.models import deployment, load_model, resolve_model
+    from crispml.models import deployment, load_model, resolve_model, serving_features
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
     from crispml.predictions import PREDICTION_LOG_SCHEMA, prediction_records
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         MonitorReport,
         ResolvedModel,
         Result,
+        ServingFeatures,
         TrainedModel,
         ValidationReport,
     )
@@ -77,6 +78,7 @@ _LAZY = {
     "MonitorReport": "crispml.results",
     "ResolvedModel": "crispml.results",
     "Result": "crispml.results",
+    "ServingFeatures": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
     "RunResult": "crispml.runs",
@@ -91,6 +93,7 @@ _LAZY = {
     "load_model": "crispml.models",
     "resolve_model": "crispml.models",
     "deployment": "crispml.models",
+    "serving_features": "crispml.models",
     "prediction_records": "crispml.predictions",
     "PREDICTION_LOG_SCHEMA": "crispml.predictions",
     "Session": "crispml._session",
