@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunContext, hookimpl
+from crispml import Backend, Dataset, Declaration, ExistingPath, Options, RunContext, ServingFeatures, hookimpl
 
 if TYPE_CHECKING:
     import click
@@ -235,6 +235,15 @@ def crispml_before_stage(stage: str, context: RunContext) -> None:
     from crispml_feast._materialize import materialize_for_run
 
     materialize_for_run(options, context)
+
+
+@hookimpl
+def crispml_serving_features(spec: dict[str, Any], project_dir: Path) -> ServingFeatures:
+    """The resolver, its configuration and a registry snapshot for a model trained on a feast
+    load step — refused when a recorded feature was removed or changed type since."""
+    from crispml_feast._serving import serving_features
+
+    return serving_features(spec, project_dir)
 
 
 @hookimpl

@@ -22,6 +22,7 @@ import pandas as pd
 
 from crispml import Dataset, RunContext
 from crispml_feast._definitions import load_definitions
+from crispml_feast._serving import key_types, spec_for
 from crispml_feast._store import open_store, quiet, store_spec
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def load_dataset(options: LoadOptions, context: RunContext) -> Dataset:
             "(on_missing: reject)"
         )
     keys = definitions.join_keys(service)
+    serving = spec_for(options, spec.project, service, store, key_types(frame, keys))
     return Dataset(
         frame=frame,
         target=options.target,
@@ -135,6 +137,7 @@ def load_dataset(options: LoadOptions, context: RunContext) -> Dataset:
         source=f"feast:{spec.project}/{options.feature_service} × {options.entities}",
         fingerprint=fingerprint(frame),
         key_columns=(*keys, TIMESTAMP),
+        serving=serving,
         metrics={"rows": float(len(frame)), "rows_without_features": float(without), "share_without_features": share},
         rejection=rejection,
     )
