@@ -72,8 +72,10 @@ class LoadOptions(Options):
     """Ignore feature rows created after the entity row's time (hides later backfills)."""
     materialize: bool = False
     """Before a ``deploy`` step runs, materialize the online store up to now."""
-    on_missing: Literal["null", "reject"] = "null"
-    """Entity rows with no feature value at all: keep them with nulls, or reject the run."""
+    on_missing: Literal["reject", "null"] = "reject"
+    """At serving, keys the online store does not know: ``reject`` (HTTP 400 naming them) or
+    ``null`` (the model gets nulls, as training rows without features had). Training keeps such
+    rows either way (gate on ``share_without_features`` to refuse too many)."""
     online_store: dict[str, Any] | None = None
     """Feast's ``online_store`` settings (``{type: redis, connection_string: ...}``) for the
     embedded configuration; default: SQLite under ``.crispml/feast/<project>/``."""

@@ -122,12 +122,6 @@ def load_dataset(options: LoadOptions, context: RunContext) -> Dataset:
     present = [f for f in features if f in frame.columns]
     without = int(frame[present].isna().all(axis=1).sum()) if present else len(frame)
     share = without / len(frame)
-    rejection = None
-    if without and options.on_missing == "reject":
-        rejection = (
-            f"{without} of {len(frame)} entity rows have no feature values in {options.feature_service} "
-            "(on_missing: reject)"
-        )
     keys = definitions.join_keys(service)
     serving = spec_for(options, spec.project, service, store, key_types(frame, keys))
     return Dataset(
@@ -139,5 +133,4 @@ def load_dataset(options: LoadOptions, context: RunContext) -> Dataset:
         key_columns=(*keys, TIMESTAMP),
         serving=serving,
         metrics={"rows": float(len(frame)), "rows_without_features": float(without), "share_without_features": share},
-        rejection=rejection,
     )

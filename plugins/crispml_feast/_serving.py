@@ -66,7 +66,7 @@ def spec_for(options: Any, project: str, service: Any, store: Any, keys: dict[st
         "repo": str(Path(options.repo).resolve()),
         "project": project,
         "online_store": _without_secrets(options.online_store),
-        "on_missing": "null" if options.on_missing == "null" else "reject",
+        "on_missing": options.on_missing,
     }
 
 

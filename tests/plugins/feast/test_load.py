@@ -120,13 +120,15 @@ def test_rows_without_features_can_be_gated(feature_repo: FeatureRepo) -> None:
     assert "share_without_features" in result.manifest["rejection"]
 
 
-def test_on_missing_reject_rejects_rows_without_features(feature_repo: FeatureRepo) -> None:
+def test_rows_without_features_are_kept_whatever_on_missing_says(feature_repo: FeatureRepo) -> None:
     labels = labels_frame()
     labels.loc[0, "customer_id"] = 4242
     labels.to_parquet(feature_repo.labels)
-    result = run(feature_repo.write_recipe(on_missing="reject"), project=feature_repo.project)
-    assert result.status == "rejected"
-    assert "1 of 40 entity rows have no feature values in churn_v1" in result.manifest["rejection"]
+    for on_missing in ("reject", "null"):  # it says what serving does with an unknown key
+        result = run(feature_repo.write_recipe(on_missing=on_missing), project=feature_repo.project)
+        assert result.status == "succeeded", result.error
+        assert len(result["dataset"].frame) == 40
+        assert result["dataset"].serving["on_missing"] == on_missing  # type: ignore[index]
 
 
 def test_times_naive_offset_and_nanosecond_become_utc_microseconds(
