@@ -59,8 +59,13 @@ class Served:
     result: Any
 
 
-@pytest.fixture
-def served(feature_repo: FeatureRepo) -> Iterator[Served]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, feast_backend: Any) -> Iterator[Served]:
+    """One deployment for the module's tests (a run with a real server takes minutes here)."""
+    project = tmp_path_factory.mktemp("feast-serving")
+    (project / "features").mkdir()
+    feature_repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
+    feature_repo.write_definitions()
     day0 = feature_repo.write_recent_usage()
     labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
     labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
@@ -135,3 +140,34 @@ def test_the_prediction_log_records_keys_and_the_features_used(served: Served) -
     [last] = prediction_records(deployment("churn-keys", served.repo.project), last=1)
     assert last["inputs"] == {"customer_id": 3}
     assert last["features"] == {"minutes": 309.0, "calls": 12}
+
+
+def test_a_deploy_before_materializing_is_rejected_by_the_smoke_gate(
+    tmp_path_factory: pytest.TempPathFactory, feast_backend: Any
+) -> None:
+    project = tmp_path_factory.mktemp("feast-unmaterialized")
+    (project / "features").mkdir()
+    repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
+    repo.write_definitions()
+    day0 = repo.write_recent_usage()
+    labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
+    labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
+    labels.to_parquet(repo.labels)
+    recipe = repo.write_recipe(
+        steps={
+            "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier"},
+            "register": {"use": "mlflow", "model_name": "churn_cold"},
+            "deploy": {"use": "bentoml", "name": "churn-cold", "port": _free_port()},
+        },
+    )
+    env = {**os.environ, "CRISPML_PROJECT": str(project), "COLUMNS": "200"}
+    try:
+        proc = subprocess.run(
+            [CRISPML, "run", str(recipe)], cwd=project, capture_output=True, text=True, timeout=900, env=env
+        )
+        assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]  # rejected
+        assert "online store has no features for 5 of 5 example keys: run crispml materialize" in (
+            proc.stdout + proc.stderr
+        )
+    finally:
+        subprocess.run([CRISPML, "undeploy", "churn-cold"], cwd=project, env=env, timeout=120, capture_output=True)
