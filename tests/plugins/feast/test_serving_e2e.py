@@ -171,3 +171,16 @@ def test_a_deploy_before_materializing_is_rejected_by_the_smoke_gate(
         )
     finally:
         subprocess.run([CRISPML, "undeploy", "churn-cold"], cwd=project, env=env, timeout=120, capture_output=True)
+
+
+def test_a_built_bento_ships_the_resolver_and_its_pinned_feast(served: Served) -> None:
+    env = {**os.environ, "CRISPML_PROJECT": str(served.repo.project), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [CRISPML, "build", "churn-keys"], cwd=served.repo.project, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    bentos = served.repo.project / ".crispml" / "bentoml" / "bentos"
+    shipped = {p.name for p in bentos.rglob("src/features/*")}
+    assert shipped == {"crispml_feast_resolver.py", "feast_serving.json", "registry.db"}, sorted(bentos.rglob("*"))
+    requirements = next(bentos.rglob("env/python/requirements.txt")).read_text()
+    assert "feast==" in requirements
