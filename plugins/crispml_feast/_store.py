@@ -148,10 +148,29 @@ def _wanted(spec: StoreSpec, definitions: Definitions) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def _registry_readable(path: Path) -> bool:
+    """Whether the embedded registry parses. Feast writes it in place (not atomically): a
+    process killed mid-write leaves a torn file that would fail every later run. A torn file is
+    set aside (``registry.db.torn-<time>``) and the definitions are applied again (they are the
+    registry's source; materialization intervals restart from the views' ttl)."""
+    if not path.is_file():
+        return False
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+
+    try:
+        RegistryProto().ParseFromString(path.read_bytes())
+        return True
+    except Exception as exc:
+        aside = path.with_name(f"{path.name}.torn-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+        path.replace(aside)
+        log.warning("feast: the registry %s could not be read (%s): set aside as %s, applying again", path, exc, aside)
+        return False
+
+
 def _applied(spec: StoreSpec) -> str | None:
     marker = spec.state / "applied.json"
-    if spec.embedded and not (spec.state / "registry.db").is_file():
-        return None  # the registry is gone: whatever the marker says, apply again
+    if spec.embedded and not _registry_readable(spec.state / "registry.db"):
+        return None  # the registry is gone or torn: whatever the marker says, apply again
     try:
         return str(json.loads(marker.read_text())["hash"])
     except (OSError, ValueError, KeyError, TypeError):

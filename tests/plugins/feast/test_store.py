@@ -185,3 +185,23 @@ def test_default_repo_config_is_local_sqlite_duckdb_under_crispml(feature_repo: 
     assert Path(config.online_store.path) == feature_repo.project / ".crispml" / "feast" / "features" / "online.db"
     assert Path(config.registry.path) == feature_repo.project / ".crispml" / "feast" / "features" / "registry.db"
     assert config.entity_key_serialization_version == 3
+
+
+def test_a_registry_torn_by_a_killed_write_is_set_aside_and_rebuilt(
+    feature_repo: FeatureRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from crispml_feast._store import open_store
+
+    spec, definitions = _open(feature_repo)
+    open_store(spec, definitions)
+    registry = spec.state / "registry.db"
+    whole = registry.read_bytes()
+    registry.write_bytes(whole[: len(whole) // 3] + b"\xff\xff\xff")  # what a kill -9 mid-write leaves
+    with caplog.at_level(logging.WARNING, logger="crispml.feast"):
+        result = run(feature_repo.recipe, project=feature_repo.project)
+    assert result.status == "succeeded", result.error
+    assert "could not be read" in caplog.text
+    assert [p.name for p in spec.state.glob("registry.db.torn-*")] != []
+    assert result["dataset"].frame["minutes"].iloc[0] == 105.0
