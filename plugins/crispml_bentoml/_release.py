@@ -170,7 +170,10 @@ def _features(
     from crispml import serving_features
 
     assert resolved.serving is not None
-    features = serving_features(resolved.serving, project)
+    try:
+        features = serving_features(resolved.serving, project)
+    except UsageError as exc:  # e.g. a feature removed since training: name the version
+        raise UsageError(f"{resolved.label}: {exc}") from None
     folder = release / FEATURES_DIR
     folder.mkdir()
     for name, content in features.files.items():
