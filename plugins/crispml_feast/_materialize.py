@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from crispml import RunContext, UsageError
 from crispml_feast._definitions import Definitions, load_definitions
-from crispml_feast._store import open_store, quiet, store_spec
+from crispml_feast._store import check_reachable, open_store, quiet, store_spec
 
 if TYPE_CHECKING:
     from crispml_feast import LoadOptions
@@ -126,6 +126,7 @@ def open_for(options: LoadOptions, project_dir: Path) -> tuple[Any, Definitions]
     """The store a feast load step reads (definitions applied if they changed)."""
     definitions = load_definitions(options.repo)
     spec = store_spec(options.repo, project_dir, project=options.project, online_store=options.online_store)
+    check_reachable(spec)
     return open_store(spec, definitions), definitions
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from crispml import ServingFeatures, UsageError
 from crispml_feast._definitions import load_definitions
-from crispml_feast._store import open_store, quiet, store_spec
+from crispml_feast._store import check_reachable, open_store, quiet, store_spec
 
 RESOLVER_MODULE = "crispml_feast_resolver"
 _SECRET = re.compile(r"(password|passwd|token|secret)=[^,]*", re.IGNORECASE)
@@ -105,6 +105,7 @@ def serving_features(spec: dict[str, Any], project_dir: Path) -> ServingFeatures
         raise UsageError(f"the model's features come from the Feast repository {repo}, which is not there")
     definitions = load_definitions(repo)
     store_settings = store_spec(repo, project_dir, project=spec.get("project"), online_store=spec.get("online_store"))
+    check_reachable(store_settings)
     store = open_store(store_settings, definitions)
     changed = changes(spec, store)
     if changed:

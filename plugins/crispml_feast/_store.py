@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import re
+import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crispml import atomic_write_json, file_lock
+from crispml import CrispmlError, atomic_write_json, file_lock
 from crispml_feast._definitions import Definitions
 
 log = logging.getLogger("crispml.feast")
@@ -111,6 +112,27 @@ def store_spec(
     )
     fingerprint = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
     return StoreSpec(repo, config, state, fingerprint, embedded=True)
+
+
+def check_reachable(spec: StoreSpec, timeout: float = 3.0) -> None:
+    """Fail in seconds, in one line, when a Redis online store does not answer.
+
+    redis-py retries a failed connection ten times with backoff: half a minute or more before
+    Feast reports anything. One plain TCP connect, bounded, comes first instead (for the
+    commands and stages that need the online store; training does not).
+    """
+    online = spec.config.online_store
+    if getattr(online, "type", None) != "redis":
+        return
+    first = str(online.connection_string).split(",")[0]
+    host, _, port = first.rpartition(":")
+    try:
+        with socket.create_connection((host or "localhost", int(port or 6379)), timeout=timeout):
+            return
+    except (OSError, ValueError) as exc:
+        raise CrispmlError(
+            f"feast online store: Redis at {first} does not answer within {timeout:g} s ({exc})"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -4,8 +4,9 @@ answer on 127.0.0.1:6379, failed instead under CI=true). Tests use their own flu
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,16 +74,24 @@ def test_a_recipe_materializes_into_redis_before_deploy(feature_repo: FeatureRep
     assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).dbsize() == CUSTOMERS
 
 
-def test_unreachable_redis_fails_within_seconds(feature_repo: FeatureRepo) -> None:
-    from crispml_feast._materialize import materialize
+def test_unreachable_redis_fails_within_seconds_in_one_line(
+    feature_repo: FeatureRepo, crispml_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    from crispml import CrispmlError
+    from crispml_feast._materialize import open_for
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
     feature_repo.write_recent_usage()
+    recipe = feature_repo.write_recipe(online_store={"type": "redis", "connection_string": f"127.0.0.1:{port}"})
+    from crispml import check
+
+    options = check(recipe).step("load").options  # type: ignore[union-attr]
     t0 = time.perf_counter()
-    with pytest.raises(Exception) as info:
-        store = _store(feature_repo, f"127.0.0.1:{port}")
-        materialize(store, "churn_v1", end=datetime.now(UTC))
+    with pytest.raises(CrispmlError, match=f"feast online store: Redis at 127.0.0.1:{port} does not answer within 3 s"):
+        open_for(options, feature_repo.project)
     assert time.perf_counter() - t0 < 5
-    assert "Connection refused" in str(info.value) or "connect" in str(info.value).lower()
+    proc = crispml_cli("materialize", "recipe.yaml")
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "does not answer within 3 s" in proc.stderr
