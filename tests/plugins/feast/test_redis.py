@@ -95,3 +95,42 @@ def test_unreachable_redis_fails_within_seconds_in_one_line(
     proc = crispml_cli("materialize", "recipe.yaml")
     assert proc.returncode == 1, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "does not answer within 3 s" in proc.stderr
+
+
+@pytest.mark.services
+def test_the_shipped_resolver_reads_redis_like_the_join(
+    feature_repo: FeatureRepo, redis_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import sys
+
+    from test_materialize import historical_at
+
+    from crispml import run, serving_features
+    from crispml_feast._materialize import materialize
+
+    feature_repo.write_recent_usage()
+    recipe = feature_repo.write_recipe(online_store={"type": "redis", "connection_string": redis_db})
+    result = run(recipe, project=feature_repo.project)
+    assert result.status == "succeeded", result.error
+    spec = result["dataset"].serving
+    end = datetime.now(UTC)
+    materialize(_store(feature_repo, redis_db), "churn_v1", end=end)
+    features = serving_features(spec, feature_repo.project)
+    assert any(r.startswith("redis==") for r in features.requirements)
+    folder = tmp_path_factory.mktemp("release")
+    for name, content in features.files.items():
+        (folder / name).write_bytes(content)
+    sys.path.insert(0, str(folder))
+    try:
+        import importlib
+
+        module = importlib.import_module(features.module)
+        resolver = importlib.reload(module).Resolver(folder)
+    finally:
+        sys.path.remove(str(folder))
+    ids = list(range(1, CUSTOMERS + 1))
+    frame, missing = resolver.fetch([{"customer_id": i} for i in ids])
+    want = historical_at(_store(feature_repo, redis_db), ids, end)
+    assert missing == []
+    assert frame["minutes"].tolist() == want["minutes"].tolist()
+    assert frame["calls"].tolist() == want["calls"].tolist()
