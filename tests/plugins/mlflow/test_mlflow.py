@@ -692,6 +692,12 @@ def test_tracking_and_registry_on_an_mlflow_server(
     assert project / ".crispml" / "mlflow" / "resolved" in resolved.path.parents
     assert resolved.lineage["training_run"] == first.run_id and resolved.input_example
     assert crispml.resolve_model("churn_server/1", project).path == resolved.path, "downloaded once"
+    # Credentials in the registry's URL reach no field another plugin sees (a server without
+    # authentication ignores them).
+    with_password = mlflow_server.replace("http://", "http://alice:s3cr3t-pw@")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", with_password)
+    secret = crispml.resolve_model("churn_server@champion", project)
+    assert "s3cr3t-pw" not in repr(secret) and "alice:***@" in secret.metadata["tracking_uri"]
     listed = cli(project, "models", "--json", "--tracking-uri", mlflow_server)
     assert listed.returncode == 0, listed.stderr
     names = {m["name"]: m for m in json.loads(listed.stdout)}
