@@ -364,8 +364,10 @@ def _build_in(
     spec["prediction_log"] = {**spec["prediction_log"], "path": None}
     atomic_write_json(context / "spec.json", spec)
     shutil.copyfile(release / "service.py", context / "service.py")
-    shutil.copyfile(release / "flavors.py", context / "flavors.py")
-    include = ["service.py", "flavors.py", "spec.json"]
+    include = ["service.py", "spec.json"]
+    if (release / "flavors.py").is_file():  # a release made before flavors.py has none to ship
+        shutil.copyfile(release / "flavors.py", context / "flavors.py")
+        include.append("flavors.py")
     features = spec.get("features")
     if features:  # serving by key: the feature store's resolver, its configuration and registry
         shutil.copytree(release / features["folder"], context / features["folder"])
