@@ -110,11 +110,19 @@ class LoadOptions(Options):
         definitions = _read_definitions(info.data.get("repo"))
         name = info.data.get("feature_service")
         if definitions is not None and name is not None:
-            for key in definitions.join_keys(definitions.service(name)):
+            service = definitions.service(name)
+            for key in definitions.join_keys(service):
                 if key not in columns:
                     raise ValueError(
                         f"{path.name} lacks entity column '{key}' that {name} needs (columns: {', '.join(columns)})"
                     )
+            provided = [ref.split(":", 1)[1] for ref in definitions.feature_refs(service)]
+            clash = [c for c in columns if c in provided]
+            if clash:
+                raise ValueError(
+                    f"{path.name} has column(s) {', '.join(clash)} that {name} provides: "
+                    "rename or drop them (the feature store's values are the ones served)"
+                )
         return path
 
     @field_validator("timestamp_column")

@@ -26,27 +26,27 @@ _INTEGER = {"int32", "int64"}
 _FLOAT = {"float", "float32", "float64", "double"}
 
 
-class KeyError_(ValueError):
+class BadKey(ValueError):
     """A request row lacks a key or has one of the wrong type (the client's mistake: HTTP 400)."""
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:
     if value is None:
-        raise KeyError_(f"key '{name}' is null")
+        raise BadKey(f"key '{name}' is null")
     if kind in _INTEGER:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise KeyError_(f"key '{name}' must be an integer, got {value!r:.40}")
+            raise BadKey(f"key '{name}' must be an integer, got {value!r:.40}")
         if not -(2**63) <= value < 2**63:
-            raise KeyError_(f"key '{name}' is out of the int64 range")
+            raise BadKey(f"key '{name}' is out of the int64 range")
         return value
     if kind in _FLOAT:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise KeyError_(f"key '{name}' must be a finite number, got {value!r:.40}")
+            raise BadKey(f"key '{name}' must be a finite number, got {value!r:.40}")
         return float(value)
     if not isinstance(value, str):
-        raise KeyError_(f"key '{name}' must be a string, got {value!r:.40}")
+        raise BadKey(f"key '{name}' must be a string, got {value!r:.40}")
     return value
 
 
@@ -76,14 +76,14 @@ class Resolver:
         out = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise KeyError_(f"record {i}: expected an object with {', '.join(self.keys)}")
+                raise BadKey(f"record {i}: expected an object with {', '.join(self.keys)}")
             absent = [k for k in self.keys if k not in row]
             if absent:
-                raise KeyError_(f"record {i}: missing key {', '.join(repr(k) for k in absent)}")
+                raise BadKey(f"record {i}: missing key {', '.join(repr(k) for k in absent)}")
             try:
                 out.append({k: _coerce(k, kind, row[k]) for k, kind in self.keys.items()})
-            except KeyError_ as exc:
-                raise KeyError_(f"record {i}: {exc}") from None
+            except BadKey as exc:
+                raise BadKey(f"record {i}: {exc}") from None
         return out
 
     def fetch(self, rows: list[dict[str, Any]]) -> tuple[Any, list[int]]:

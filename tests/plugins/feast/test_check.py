@@ -156,3 +156,8 @@ def test_a_validate_step_is_checked_against_the_joined_columns(feature_repo: Fea
         }
     )
     assert "minutes_total" in _error(bad)
+
+
+def test_an_entities_column_named_like_a_served_feature(feature_repo: FeatureRepo) -> None:
+    labels_frame().assign(minutes=1.0).to_parquet(feature_repo.labels)
+    assert "load.entities: labels.parquet has column(s) minutes that churn_v1 provides" in _error(feature_repo.recipe)
