@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
+    from crispml.manifest import Attempt, Manifest, StageRecord
     from crispml.models import deployment, load_model, resolve_model, serving_features
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         TrainedModel,
         ValidationReport,
     )
+    from crispml.runner_api import finish_run, run_stage, start_run
     from crispml.runs import RunResult, check, resume, run
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
 
@@ -81,6 +83,9 @@ _LAZY = {
     "ServingFeatures": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
+    "finish_run": "crispml.runner_api",
+    "run_stage": "crispml.runner_api",
+    "start_run": "crispml.runner_api",
     "RunResult": "crispml.runs",
     "check": "crispml.runs",
     "resume": "crispml.runs",
@@ -98,6 +103,9 @@ _LAZY = {
     "PREDICTION_LOG_SCHEMA": "crispml.predictions",
     "Session": "crispml._session",
     "session": "crispml._session",
+    "Attempt": "crispml.manifest",
+    "Manifest": "crispml.manifest",
+    "StageRecord": "crispml.manifest",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
 }

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from crispml._session import Session
+    from crispml.manifest import Manifest
     from crispml.plugins import Plugins
     from crispml.recipe import Recipe
     from crispml.store import RunStore
@@ -74,6 +75,6 @@ class RunContext:
         bound = self.steps.get(stage)
         return bound[1] if bound is not None and bound[0] == plugin else None
 
-    def manifest(self) -> dict[str, Any]:
-        """The run's manifest as last written."""
+    def manifest(self) -> Manifest:
+        """The run's manifest as last written (a :class:`crispml.Manifest`: read attributes)."""
         return self.store.read_manifest(self.run_id)

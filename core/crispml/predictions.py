@@ -47,17 +47,24 @@ def _open_all(path: Path, stack: contextlib.ExitStack) -> list[tuple[Path, Binar
     """Every file of the log, opened oldest first under the writers' lock (``<log>.lock``), so
     that a rotation while we read can neither hide lines nor show them twice: an open file keeps
     its contents whatever it is renamed to. Without a lock file (no writer yet) or the right to
-    take it (a reader that may not write there), the files are opened without it."""
+    take it (a reader that may not write there), the files are opened without it — and opened
+    again under it if a writer started meanwhile."""
     lock = Path(f"{path}.lock")
-    opened: list[tuple[Path, BinaryIO]] = []
-    with contextlib.ExitStack() as locking:
-        if lock.exists():
-            with contextlib.suppress(OSError):
-                locking.enter_context(file_lock(lock))
-        for file in log_files(path):
-            with contextlib.suppress(FileNotFoundError):
-                opened.append((file, stack.enter_context(file.open("rb"))))
-    return opened
+    for _ in range(2):
+        locked = lock.exists()
+        with contextlib.ExitStack() as files:
+            opened: list[tuple[Path, BinaryIO]] = []
+            with contextlib.ExitStack() as locking:
+                if locked:
+                    with contextlib.suppress(OSError):
+                        locking.enter_context(file_lock(lock))
+                for file in log_files(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        opened.append((file, files.enter_context(file.open("rb"))))
+            if locked or not lock.exists():
+                stack.enter_context(files.pop_all())
+                return opened
+    return []  # unreachable: the second pass found the lock file, which is never removed
 
 
 def _parse_time(value: Any) -> datetime | None:

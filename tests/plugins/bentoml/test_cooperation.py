@@ -293,3 +293,23 @@ def _deployment(project: Project) -> crispml.Deployment:
     deployment = pickle.loads(done.stdout)
     assert isinstance(deployment, crispml.Deployment)
     return deployment
+
+
+def test_what_a_release_runs_imports_neither_crispml_nor_a_registry() -> None:
+    """``service.py`` and ``flavors.py`` run inside a bento where crispml is not installed, and
+    load a model by flavor, never through a registry client."""
+    import ast
+
+    import crispml_bentoml
+
+    folder = Path(crispml_bentoml.__file__).parent
+    for name in ("_service.py", "_flavors.py"):
+        tree = ast.parse((folder / name).read_text())
+        top = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                top.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                top.add(node.module.split(".")[0])
+        assert not {n for n in top if n.startswith("crispml")}, (name, top)
+        assert not any("MlflowClient" in ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Name)), name

@@ -531,7 +531,7 @@ def test_a_column_the_pathless_loader_lacks_is_found_at_run_time(project: Path) 
     crispml.check(recipe, plugins=plugins_with({"keyed": KeyedLoader()}))  # nothing to check it against yet
     result = run_with(recipe, project=project, plugins={"keyed": KeyedLoader()})
     assert result.status != "succeeded"
-    assert "monthly_charges" in json.dumps(result.manifest)
+    assert "monthly_charges" in result.manifest.model_dump_json()
 
 
 def test_great_expectations_asks_the_load_step_for_its_columns_not_its_path(project: Path) -> None:
