@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
     from crispml.manifest import Attempt, Manifest, StageRecord
-    from crispml.models import deployment, load_model, resolve_model
+    from crispml.models import deployment, load_model, resolve_model, serving_features
     from crispml.monitoring import MonitorResult, monitor
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         MonitorReport,
         ResolvedModel,
         Result,
+        ServingFeatures,
         TrainedModel,
         ValidationReport,
     )
@@ -89,6 +90,7 @@ _LAZY = {
     "MonitorReport": "crispml.results",
     "ResolvedModel": "crispml.results",
     "Result": "crispml.results",
+    "ServingFeatures": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
     "finish_run": "crispml.runner_api",
@@ -106,6 +108,7 @@ _LAZY = {
     "load_model": "crispml.models",
     "resolve_model": "crispml.models",
     "deployment": "crispml.models",
+    "serving_features": "crispml.models",
     "prediction_records": "crispml.predictions",
     "PREDICTION_LOG_SCHEMA": "crispml.predictions",
     "Session": "crispml._session",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from crispml.context import RunContext
     from crispml.plugins import Plugins
-    from crispml.results import Deployment, ResolvedModel
+    from crispml.results import Deployment, ResolvedModel, ServingFeatures
 
 
 class Session:
@@ -56,6 +56,12 @@ class Session:
         from crispml.models import deployment
 
         return deployment(name, self.project_dir, plugins=self.plugins)
+
+    def serving_features(self, spec: dict[str, Any]) -> ServingFeatures:
+        """``crispml.serving_features`` with this session's plugins and project."""
+        from crispml.models import serving_features
+
+        return serving_features(spec, self.project_dir, plugins=self.plugins)
 
     def load_model(self, reference: str) -> Any:
         """``crispml.load_model`` with this session's plugins and project."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         MonitorReport,
         ResolvedModel,
         Result,
+        ServingFeatures,
         TrainedModel,
         ValidationReport,
     )
@@ -339,6 +340,26 @@ def crispml_resolve_model(reference: str, project_dir: Path, context: RunContext
     :param context: the run context when a stage asks (a registry may then use its own step's
         or tracker's options, e.g. a registry URI); ``None`` from a command.
     :return: the resolved version, or ``None`` when the reference is not this plugin's.
+
+    Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def crispml_serving_features(spec: dict[str, Any], project_dir: Path) -> ServingFeatures | None:
+    """Tell a serving plugin how to fetch a model's features by entity key.
+
+    ``crispml.serving_features(spec)`` calls this on the plugin ``spec["plugin"]`` names only:
+    the feature store plugin whose load step wrote the spec (``Dataset.serving``), which a
+    registry kept with the model version (``ResolvedModel.serving``). The serving plugin never
+    imports the feature store.
+
+    A spec the plugin can no longer honour (a feature it names was removed or changed type since
+    training) is a :class:`crispml.UsageError` saying which: the deploy is refused.
+
+    :param spec: the serving spec recorded at training.
+    :param project_dir: the project whose stores (registry, online store) to use.
+    :return: a :class:`crispml.ServingFeatures`.
 
     Stops at first non-None result.
     """

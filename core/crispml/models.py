@@ -17,7 +17,7 @@ from crispml.store import find_project
 if TYPE_CHECKING:
     from crispml.context import RunContext
     from crispml.plugins import Plugins
-    from crispml.results import Deployment, ResolvedModel
+    from crispml.results import Deployment, ResolvedModel, ServingFeatures
 
 
 def _plugins(plugins: Plugins | None, context: RunContext | None = None) -> Plugins:
@@ -100,5 +100,35 @@ def deployment(name: str, project_dir: str | Path | None = None, *, plugins: Plu
     if not isinstance(found, Deployment):
         raise PluginError(
             f"crispml_deployment returned {type(found).__name__} for '{name}', expected crispml.Deployment"
+        )
+    return found
+
+
+def serving_features(
+    spec: dict[str, Any],
+    project_dir: str | Path | None = None,
+    *,
+    plugins: Plugins | None = None,
+) -> ServingFeatures:
+    """How to fetch a model's features by entity key, from the plugin ``spec["plugin"]`` names.
+
+    :param spec: a serving spec (``Dataset.serving``, kept by a registry as ``ResolvedModel.serving``).
+    :param project_dir: the project whose stores to use (default: the current one).
+    :raises UsageError: the spec names no plugin, or one that is not installed or cannot serve it.
+    """
+    from crispml.results import ServingFeatures
+
+    name = spec.get("plugin") if isinstance(spec, dict) else None
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"a serving spec names the plugin that fetches its features ('plugin'), got {spec!r:.120}")
+    pl = _plugins(plugins)
+    if pl.get(name) is None:
+        raise UsageError(f"the model's features come from plugin '{name}', which is not installed")
+    found = pl.call_only("crispml_serving_features", name, spec=spec, project_dir=_project(project_dir))
+    if found is None:
+        raise UsageError(f"plugin '{name}' cannot fetch features for serving (no crispml_serving_features)")
+    if not isinstance(found, ServingFeatures):
+        raise PluginError(
+            f"crispml_serving_features of '{name}' returned {type(found).__name__}, expected crispml.ServingFeatures"
         )
     return found

@@ -12,18 +12,22 @@ schema version 1 (``docs/writing-plugins.md``)::
      "features": [{...}, ...]}                     # optional: what the model saw, per record
 
 :func:`prediction_records` turns that into one dict per predicted record, so that a monitor
-plugin never opens another plugin's files nor knows how it rotates them.
+plugin never opens another plugin's files nor knows how it rotates them. A writer appends and
+rotates holding an exclusive ``flock`` on ``<log>.lock``; the reader holds it only while it opens
+the files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from crispml.errors import CrispmlError, UsageError
+from crispml.store import file_lock
 
 if TYPE_CHECKING:
     from crispml.results import Deployment
@@ -39,14 +43,28 @@ def log_files(path: Path) -> list[Path]:
     return [*rotated, path] if path.exists() else rotated
 
 
-def _lines(files: list[Path]) -> Any:
-    for file in files:
-        try:
-            with file.open("rb") as fh:
-                for raw in fh:
-                    yield file, raw
-        except FileNotFoundError:  # rotated away while we read: its lines are in the next file
-            continue
+def _open_all(path: Path, stack: contextlib.ExitStack) -> list[tuple[Path, BinaryIO]]:
+    """Every file of the log, opened oldest first under the writers' lock (``<log>.lock``), so
+    that a rotation while we read can neither hide lines nor show them twice: an open file keeps
+    its contents whatever it is renamed to. Without a lock file (no writer yet) or the right to
+    take it (a reader that may not write there), the files are opened without it — and opened
+    again under it if a writer started meanwhile."""
+    lock = Path(f"{path}.lock")
+    for _ in range(2):
+        locked = lock.exists()
+        with contextlib.ExitStack() as files:
+            opened: list[tuple[Path, BinaryIO]] = []
+            with contextlib.ExitStack() as locking:
+                if locked:
+                    with contextlib.suppress(OSError):
+                        locking.enter_context(file_lock(lock))
+                for file in log_files(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        opened.append((file, files.enter_context(file.open("rb"))))
+            if locked or not lock.exists():
+                stack.enter_context(files.pop_all())
+                return opened
+    return []  # unreachable: the second pass found the lock file, which is never removed
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -126,23 +144,30 @@ def prediction_records(
     kept: deque[dict[str, Any]] = deque(maxlen=last) if last is not None else deque()
     if last == 0:
         return []
-    for file, raw in _lines(log_files(Path(path))):
-        if not raw.strip():
-            continue
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue  # torn: a crash mid-write, or the writer has not finished the line yet
-        if not isinstance(entry, dict):
-            continue
-        schema = entry.get("schema", 1)
-        if not isinstance(schema, int) or schema > PREDICTION_LOG_SCHEMA:
-            raise CrispmlError(
-                f"{file}: prediction log schema {schema!r} is newer than this crispml reads "
-                f"({PREDICTION_LOG_SCHEMA}): upgrade crispml"
-            )
-        when = _parse_time(entry.get("time"))
-        if when is None or (cutoff is not None and when < cutoff):
-            continue
-        kept.extend(_records(entry, when))
+    with contextlib.ExitStack() as stack:
+        for file, fh in _open_all(Path(path), stack):
+            for raw in fh:
+                _take(file, raw, cutoff, kept)
     return list(kept)
+
+
+def _take(file: Path, raw: bytes, cutoff: datetime | None, kept: deque[dict[str, Any]]) -> None:
+    """Add one line's records to ``kept`` (skipping a blank, torn or foreign line)."""
+    if not raw.strip():
+        return
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return  # torn: a crash mid-write, or the writer has not finished the line yet
+    if not isinstance(entry, dict):
+        return
+    schema = entry.get("schema", 1)
+    if not isinstance(schema, int) or schema > PREDICTION_LOG_SCHEMA:
+        raise CrispmlError(
+            f"{file}: prediction log schema {schema!r} is newer than this crispml reads "
+            f"({PREDICTION_LOG_SCHEMA}): upgrade crispml"
+        )
+    when = _parse_time(entry.get("time"))
+    if when is None or (cutoff is not None and when < cutoff):
+        return
+    kept.extend(_records(entry, when))

@@ -57,6 +57,16 @@ class Dataset(Result):
     train_index: Any = None
     """Row positions of the training split (set by the runner from the recipe's ``split``)."""
     test_index: Any = None
+    key_columns: tuple[str, ...] = ()
+    """Columns that identify a row rather than describe it: entity keys and the event time of a
+    feature store's point-in-time join. They stay in ``frame`` (lineage, monitoring, serving by
+    key) but are not features: :attr:`feature_columns` leaves them out, so no model trains on
+    an id. (A tuple with a class-level default, so results pickled before it existed load.)"""
+    serving: dict[str, Any] | None = None
+    """How to get the feature columns from the keys at serving time, when a feature store
+    built the data: JSON naming the plugin that knows (``{"plugin": "feast", ...}``; the rest is
+    that plugin's). A registry records it with the model; a serving plugin hands it to
+    :func:`crispml.serving_features`. ``None``: the features come with the request."""
 
     @property
     def train_frame(self) -> Any:
@@ -70,7 +80,9 @@ class Dataset(Result):
 
     @property
     def feature_columns(self) -> list[str]:
-        return [str(c) for c in self.frame.columns if c != self.target]
+        """The columns a model learns from: all but the target and the :attr:`key_columns`."""
+        skip = {self.target, *self.key_columns}
+        return [str(c) for c in self.frame.columns if c not in skip]
 
     def summary(self) -> dict[str, Any]:
         out = {
@@ -81,6 +93,10 @@ class Dataset(Result):
             "columns": len(self.frame.columns),
             "target": self.target,
         }
+        if self.key_columns:
+            out["key_columns"] = list(self.key_columns)
+        if self.serving is not None:
+            out["serving"] = self.serving.get("plugin")
         if self.train_index is not None:
             out["train_rows"] = len(self.train_index)
             out["test_rows"] = len(self.test_index)
@@ -260,3 +276,30 @@ class MonitorReport(Result):
         if self.headline:
             out["headline"] = self.headline
         return out | super().summary()
+
+
+@dataclass
+class ServingFeatures:
+    """How a served model gets its features from entity keys: what ``crispml_serving_features``
+    returns for a :attr:`Dataset.serving` spec (``crispml.serving_features(spec)``).
+
+    A serving plugin builds its request schema from ``keys`` (plus the model's columns no one
+    ``provides``: features sent with the request), writes ``files`` into its release, imports
+    ``module`` from there and calls ``module.Resolver(folder).fetch(rows)``. It never imports
+    the feature store: the files do, and never crispml, so a built release runs without crispml.
+    """
+
+    keys: dict[str, str]
+    """Entity key name → type (``int64``, ``string``, ``double``…): the request's fields."""
+    provides: list[str]
+    """The feature columns the resolver returns, in the model's order."""
+    files: dict[str, bytes]
+    """File name → content to copy into the release (the resolver module, its configuration)."""
+    module: str
+    """The module among ``files`` defining ``Resolver(folder)`` whose ``fetch(rows)`` returns
+    ``(frame, missing)``: a DataFrame of ``provides`` with one row per input row, and the
+    positions of rows whose keys the store does not know."""
+    requirements: list[str] = field(default_factory=list)
+    """Pinned distributions the module needs (``feast==0.67.0``), for a built release."""
+    description: str = ""
+    """One line for logs: where the features come from (``feast churn_v1, online store sqlite``)."""

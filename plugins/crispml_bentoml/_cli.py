@@ -364,14 +364,21 @@ def _build_in(
     spec["prediction_log"] = {**spec["prediction_log"], "path": None}
     atomic_write_json(context / "spec.json", spec)
     shutil.copyfile(release / "service.py", context / "service.py")
-    shutil.copyfile(release / "flavors.py", context / "flavors.py")
+    include = ["service.py", "spec.json"]
+    if (release / "flavors.py").is_file():  # a release made before flavors.py has none to ship
+        shutil.copyfile(release / "flavors.py", context / "flavors.py")
+        include.append("flavors.py")
+    features = spec.get("features")
+    if features:  # serving by key: the feature store's resolver, its configuration and registry
+        shutil.copytree(release / features["folder"], context / features["folder"])
+        include.append(f"{features['folder']}/*")
     requirements = _requirements(spec)
     (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
     model = record["model"]
     python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     bentofile = {
         "service": "service:Predictor",
-        "include": ["service.py", "flavors.py", "spec.json"],
+        "include": include,
         "labels": {
             "crispml.deployment": name,
             "crispml.model": str(model["name"]),

@@ -26,6 +26,8 @@ SERVICE_SOURCE = Path(__file__).with_name("_service.py")
 FLAVORS_SOURCE = Path(__file__).with_name("_flavors.py")
 MODEL_DIR = "model"
 """The model's files inside a release (and inside the BentoML model)."""
+FEATURES_DIR = "features"
+"""A feature store's resolver and its configuration inside a release (serving by key)."""
 
 
 @dataclass
@@ -37,7 +39,11 @@ class Prepared:
     reference: Any
     """The model, loaded in this process from the release's files."""
     example: list[dict[str, Any]] | None
-    """The version's input example (records), or ``None`` when the registry has none."""
+    """The version's input example (records), or ``None`` when the registry has none. With
+    features from a store: the example's keys (and request-time columns), what clients send."""
+    resolver: Any = None
+    """With features from a store: the release's own resolver, loaded here (the smoke gate
+    fetches the example's features with it, as the server will)."""
 
 
 def model_record(resolved: ResolvedModel) -> dict[str, Any]:
@@ -144,7 +150,68 @@ def _fill(
             "backups": settings.log_backups,
         },
     }
+    example, resolver = resolved.input_example, None
+    if resolved.serving is not None:
+        example, resolver = _features(release, project, resolved, spec)
     atomic_write_json(release / "spec.json", spec)
     shutil.copyfile(SERVICE_SOURCE, release / "service.py")
     shutil.copyfile(FLAVORS_SOURCE, release / "flavors.py")
-    return Prepared(release=release, spec=spec, reference=reference, example=resolved.input_example)
+    return Prepared(release=release, spec=spec, reference=reference, example=example, resolver=resolver)
+
+
+_KEY_TYPES = {"int64": "long", "int32": "integer", "double": "double", "float64": "double", "string": "string"}
+
+
+def _features(
+    release: Path, project: Path, resolved: ResolvedModel, spec: dict[str, Any]
+) -> tuple[list[dict[str, Any]] | None, Any]:
+    """Serve by entity key: the feature store's plugin (whichever it is) gives the files that
+    fetch features by key; clients send the keys plus the model's columns no one provides."""
+    from crispml import serving_features
+
+    assert resolved.serving is not None
+    try:
+        features = serving_features(resolved.serving, project)
+    except UsageError as exc:  # e.g. a feature removed since training: name the version
+        raise UsageError(f"{resolved.label}: {exc}") from None
+    folder = release / FEATURES_DIR
+    folder.mkdir()
+    for name, content in features.files.items():
+        if Path(name).name != name:
+            raise CrispmlError(f"serving features: refusing a file name with a folder in it: {name!r}")
+        (folder / name).write_bytes(content)
+    provided = set(features.provides)
+    spec["features"] = {
+        "folder": FEATURES_DIR,
+        "module": features.module,
+        "provides": list(features.provides),
+        "keys": dict(features.keys),
+        "description": features.description,
+    }
+    spec["request_columns"] = [
+        {"name": k, "type": _KEY_TYPES.get(t, "string"), "dtype": None, "required": True}
+        for k, t in features.keys.items()
+    ] + [c for c in spec["columns"] if c["name"] not in provided and c["name"] not in features.keys]
+    spec["requirements"] = list(dict.fromkeys([*spec["requirements"], *features.requirements]))
+    try:
+        resolver = load_resolver(folder, features.module)
+    except Exception as exc:
+        raise CrispmlError(f"serving features ({features.description}): {type(exc).__name__}: {exc}") from None
+    example = resolved.metadata.get("key_example")
+    return (list(example) if isinstance(example, list) else None), resolver
+
+
+def load_resolver(folder: Path, module: str) -> Any:
+    """``module.Resolver(folder)`` from a release's feature files, imported by path (under a
+    name of its own: two releases in one process never share a module)."""
+    import importlib.util
+    import sys
+
+    name = f"_crispml_release_{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}_{module}"
+    spec = importlib.util.spec_from_file_location(name, folder / f"{module}.py")
+    if spec is None or spec.loader is None:
+        raise CrispmlError(f"no module {module}.py in {folder}")
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded.Resolver(folder)

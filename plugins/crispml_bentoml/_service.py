@@ -7,6 +7,9 @@ there. It imports BentoML, pandas, pydantic and the model's own library, never c
 built from the same folder (``crispml build``) runs where crispml is not installed.
 
 Request:   ``POST /predict  {"records": [{"tenure_months": 3, "contract": "month-to-month", ...}]}``
+           — or, for a model trained on a feature store's data, the entity keys
+           (``{"records": [{"customer_id": 1042}]}``): the release's ``features/`` resolver
+           fetches the features (an unknown key is a 400), and the log records them.
 Response:  ``{"predictions": [...], "probabilities": [{"0": 0.8, "1": 0.2}, ...], "model": {...}}``
            and the header ``x-crispml-model: <name>/<version>``.
 
@@ -86,7 +89,8 @@ def _bounds(column: dict[str, Any]) -> dict[str, Any]:
 
 def _record_model() -> type[BaseModel]:
     fields: dict[str, Any] = {}
-    for i, column in enumerate(SPEC["columns"]):
+    # Serving by key: the request carries the entity keys (and any column no store provides).
+    for i, column in enumerate(SPEC.get("request_columns") or SPEC["columns"]):
         kind = _TYPES.get(column["type"], Any)
         bounds = _bounds(column) if kind in (int, float) else {}
         if column.get("required", True):
@@ -206,6 +210,29 @@ def _unseen(rows: list[dict[str, Any]], known: dict[str, set[Any]]) -> list[dict
     return out
 
 
+def _plain(value: Any) -> Any:
+    """A JSON value (numpy scalars unwrapped, NaN as null)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and value != value else value
+
+
+def _resolver() -> Any:
+    """The feature store's resolver shipped in this release (``features/``), or ``None``."""
+    features = SPEC.get("features")
+    if not features:
+        return None
+    import importlib
+    import sys
+
+    folder = HERE / features["folder"]
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(features["module"])
+    finally:
+        sys.path.remove(str(folder))
+    return module.Resolver(folder)
+
+
 @bentoml.service(name=SPEC["service_name"], workers=int(SPEC.get("workers", 1)), traffic={"timeout": 60})
 class Predictor:
     model_ref = bentoml.models.BentoModel(SPEC["bento_tag"])
@@ -225,14 +252,29 @@ class Predictor:
             k: MODEL.get(k) for k in ("name", "version", "uri", "run_id", "crispml_run_id", "data_fingerprint")
         }
         self.label = f"{MODEL['name']}/{MODEL['version']}"
+        self.resolver = _resolver()
 
     def _frame(self, rows: list[dict[str, Any]]) -> Any:
         return frame(rows, SPEC["columns"])
 
+    def _with_features(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """Rows with the feature store's values for their keys (when serving by key)."""
+        if self.resolver is None:
+            return rows, None
+        try:
+            features, missing = self.resolver.fetch(rows)
+        except ValueError as exc:  # a key of the wrong type or range: the caller's to fix
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        if missing and self.resolver.on_missing != "null":
+            raise bentoml.exceptions.InvalidArgument(self.resolver.describe_missing(rows, missing))
+        fetched = [{k: _plain(v) for k, v in r.items()} for r in features.to_dict(orient="records")]
+        return [{**row, **feats} for row, feats in zip(rows, fetched, strict=True)], fetched
+
     @bentoml.api(route="/predict", input_spec=PredictRequest)
     def predict(self, records: list[Any], ctx: bentoml.Context) -> dict[str, Any]:
         rows = [r.model_dump(by_alias=True) for r in records]
-        frame = self._frame(rows)
+        full, fetched = self._with_features(rows)
+        frame = self._frame(full)
         try:
             if self.native is not None:
                 # A pipeline's transforms run once for both predict and predict_proba (what
@@ -267,9 +309,10 @@ class Predictor:
                 "model": self.label,
                 "training_run": MODEL.get("crispml_run_id"),
                 "inputs": rows,
+                **({"features": fetched} if fetched is not None else {}),
                 "outputs": {k: v for k, v in out.items() if k != "model"},
             }
-            unseen = _unseen(rows, self.known)
+            unseen = _unseen(full, self.known)
             if unseen:
                 entry["unseen"] = unseen
             self.log.append(entry)

@@ -45,8 +45,20 @@ def smoke(url: str, prepared: Prepared) -> str | None:
     spec, reference, example = prepared.spec, prepared.reference, prepared.example
     if not example:
         return "the model version has no logged input example (a table): cannot smoke-test it"
+    rows = example
+    if prepared.resolver is not None:
+        try:
+            features, missing = prepared.resolver.fetch(example)
+        except Exception as exc:
+            return f"cannot fetch the example keys' features: {type(exc).__name__}: {exc}"[:500]
+        if missing:
+            return (
+                f"online store has no features for {len(missing)} of {len(example)} example keys: "
+                "run crispml materialize on the training recipe"
+            )
+        rows = [{**row, **feats} for row, feats in zip(example, features.to_dict(orient="records"), strict=True)]
     try:
-        frame = _flavors.frame(example, spec["columns"])
+        frame = _flavors.frame(rows, spec["columns"])
         expected = _flavors.jsonable(reference.predict(frame))
     except Exception as exc:
         return f"the registered model cannot predict its own input example: {type(exc).__name__}: {exc}"[:500]

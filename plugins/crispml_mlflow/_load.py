@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from crispml import UsageError
 from crispml_mlflow import _backend
+from crispml_mlflow._resolve import parse
 from crispml_mlflow._tags import not_found
-
-_REF = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
 
 
 def parse_reference(reference: str) -> tuple[str, str | None, str | None] | None:
-    """``name@alias`` → (name, alias, None); ``name/3`` → (name, None, "3"); else ``None``."""
-    match = _REF.match(reference.strip())
-    if not match:
-        return None
-    return match["name"], match["alias"], match["version"]
+    """``[models:/]name@alias`` → (name, alias, None); ``[models:/]name/3`` → (name, None, "3");
+    else ``None``. One grammar for loading and resolving (``_resolve.parse``)."""
+    return parse(reference)
 
 
 def load_model(reference: str, project_dir: Path) -> Any | None:

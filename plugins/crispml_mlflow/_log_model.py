@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from importlib import metadata
@@ -39,6 +40,24 @@ def requirements(model: TrainedModel, options: RegisterOptions) -> list[str]:
     return out
 
 
+def serving_metadata(model: TrainedModel, dataset: Dataset) -> dict[str, Any] | None:
+    """When a feature store built the data: its serving spec (``Dataset.serving``) and the keys
+    of the input example's rows (``key_example``), kept with the model so that a serving plugin
+    can fetch features by key and smoke-test with the same rows."""
+    if dataset.serving is None:
+        return None
+    keys = [k for k in (dataset.serving.get("keys") or {}) if k in dataset.frame.columns]
+    provided = {str(ref).split(":", 1)[-1] for ref in dataset.serving.get("feature_refs") or []}
+    sent = [c for c in model.feature_columns if c not in provided]  # features the request carries
+    example = model.input_example if model.input_example is not None else dataset.train_frame.head(5)
+    if not keys:
+        return {"serving": dataset.serving, "key_example": None}
+    rows = (
+        dataset.frame.loc[example.index, keys].join(example[sent]) if sent else dataset.frame.loc[example.index, keys]
+    )
+    return {"serving": dataset.serving, "key_example": json.loads(rows.to_json(orient="records"))}
+
+
 def log_model(options: RegisterOptions, model: TrainedModel, dataset: Dataset, uri: str, run_id: str) -> Any:
     from mlflow.models import infer_signature
 
@@ -59,6 +78,9 @@ def log_model(options: RegisterOptions, model: TrainedModel, dataset: Dataset, u
                 "input_example": example,
                 "pip_requirements": requirements(model, options),
             }
+            serving = serving_metadata(model, dataset)
+            if serving is not None:
+                common["metadata"] = {"crispml": serving}
             if model.flavor == "sklearn":
                 import mlflow.sklearn
 

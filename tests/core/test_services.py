@@ -285,3 +285,38 @@ def test_a_stage_reaches_the_registry_through_its_context(tmp_path: Path) -> Non
     assert result.status == "succeeded", result
     assert seen["resolved"].path == tmp_path / "models" / "churn" / "3"
     assert registry.contexts[-1] is not None and registry.contexts[-1].run_id == result.run_id
+
+
+def _rotating_writer(log: Path, count: int, max_bytes: int) -> None:
+    """What a serving plugin does (the bentoml service's log, in short): append one request per
+    line, rotating past ``max_bytes`` — both under an exclusive lock on ``<log>.lock``."""
+    from crispml import file_lock
+
+    for i in range(count):
+        line = _line(T0 + timedelta(milliseconds=i), [{"x": i}]).encode()
+        with file_lock(Path(f"{log}.lock")):
+            if log.exists() and log.stat().st_size + len(line) > max_bytes:
+                rotated = sorted(int(p.suffix[1:]) for p in log.parent.glob(log.name + ".*") if p.suffix[1:].isdigit())
+                for n in reversed(rotated):
+                    os.replace(f"{log}.{n}", f"{log}.{n + 1}")
+                os.replace(log, f"{log}.1")
+            with log.open("ab") as fh:
+                fh.write(line)
+
+
+def test_reading_while_the_writer_rotates_never_skips_or_repeats(tmp_path: Path) -> None:
+    import threading
+
+    log = tmp_path / "predictions.jsonl"
+    writer = threading.Thread(target=_rotating_writer, args=(log, 3000, 1500))
+    writer.start()
+    reads = 0
+    try:
+        while writer.is_alive() or reads == 0:
+            xs = [r["inputs"]["x"] for r in prediction_records(log)]
+            assert xs == list(range(len(xs))), "a read during rotation lost or repeated lines"
+            reads += 1
+    finally:
+        writer.join()
+    assert [r["inputs"]["x"] for r in prediction_records(log)] == list(range(3000))
+    assert len(list(tmp_path.glob("predictions.jsonl.*"))) > 100 and reads > 1

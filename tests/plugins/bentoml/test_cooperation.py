@@ -53,8 +53,8 @@ def crispml_resolve_model(reference, project_dir):
         reference=reference,
         name=name,
         version=version,
-        path=folder,
-        flavor="pickle",
+        path=Path(meta.get("path", folder)),
+        flavor=meta.get("flavor", "pickle"),
         signature=meta["signature"],
         lineage={"training_run": meta["training_run"], "registry": "folder", "uri": f"folder:{name}/{version}"},
         input_example=meta["example"],
@@ -135,6 +135,16 @@ def folder_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project
         meta = {"signature": SIGNATURE, "training_run": f"train-run-{version}", "example": example}
         (folder / "model.json").write_text(json.dumps(meta))
         models[version] = model
+    # Versions a registry may describe but bentoml cannot serve.
+    for version, changes in (
+        ("3", {"flavor": "onnx"}),
+        ("4", {"signature": None}),
+        ("5", {"path": str(root / "gone")}),
+    ):
+        folder = project / "models" / "churn" / version
+        folder.mkdir(parents=True)
+        meta = {"signature": SIGNATURE, "training_run": "x", "example": [], **changes}
+        (folder / "model.json").write_text(json.dumps(meta))
     port = free_port()
     recipe = {
         "name": "serve-folder-model",
@@ -205,6 +215,25 @@ def test_a_registry_that_is_not_mlflow_is_served_by_the_recipe_and_the_command(f
     assert predict(folder_project.url, ROW)[1]["x-crispml-model"] == "churn/2"
 
 
+@pytest.mark.parametrize(
+    ("version", "code", "message"),
+    [
+        ("3", 2, "bentoml cannot serve a model of flavor 'onnx'"),
+        ("4", 2, "the registry gives no signature"),
+        ("5", 1, "is not there"),
+    ],
+)
+def test_a_version_bentoml_cannot_serve_is_one_line_and_changes_nothing(
+    folder_project: Project, version: str, code: int, message: str
+) -> None:
+    releases = folder_project.path / ".crispml" / "deployments" / "other" / "releases"
+    done = folder_project.cli("deploy", f"churn/{version}", "--name", "other", "--port", str(free_port()))
+    assert done.returncode == code, done.stdout + done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not releases.exists() or not any(releases.iterdir())
+    assert not (folder_project.path / ".crispml" / "deployments" / "other" / "deployment.json").exists()
+
+
 def test_deployment_and_prediction_records_read_what_was_served(folder_project: Project) -> None:
     """Real requests to the served model, read back through the core's contract: one record per
     predicted row, in order across rotated files, bounded by ``since`` and ``last``."""
@@ -264,3 +293,23 @@ def _deployment(project: Project) -> crispml.Deployment:
     deployment = pickle.loads(done.stdout)
     assert isinstance(deployment, crispml.Deployment)
     return deployment
+
+
+def test_what_a_release_runs_imports_neither_crispml_nor_a_registry() -> None:
+    """``service.py`` and ``flavors.py`` run inside a bento where crispml is not installed, and
+    load a model by flavor, never through a registry client."""
+    import ast
+
+    import crispml_bentoml
+
+    folder = Path(crispml_bentoml.__file__).parent
+    for name in ("_service.py", "_flavors.py"):
+        tree = ast.parse((folder / name).read_text())
+        top = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                top.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                top.add(node.module.split(".")[0])
+        assert not {n for n in top if n.startswith("crispml")}, (name, top)
+        assert not any("MlflowClient" in ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Name)), name

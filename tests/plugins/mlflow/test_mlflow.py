@@ -243,6 +243,9 @@ def test_without_compare_on_a_rerun_repeats_the_first_outcome(
     assert str(c.get_model_version_by_alias("nogate", "champion").version) == "1"
 
 
+REFERENCES = ("churn@champion", "churn/1", "models:/churn/1", "models:/churn@champion")
+
+
 def test_register_champion_challenger_gate_and_audit(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
     c = client(embedded(mlflow_project))
     recipe = write_recipe(tracking=["mlflow"], register=REGISTER)
@@ -273,6 +276,29 @@ def test_register_champion_challenger_gate_and_audit(mlflow_project: Path, write
     assert worse.status == "rejected"
     assert "does not beat champion version 1" in worse.manifest["rejection"]
     assert champion(c) == "1"  # champion did not move
+
+    # Other plugins see the version through crispml_resolve_model, never through MLflow.
+    resolved = {ref: crispml.resolve_model(ref, mlflow_project) for ref in REFERENCES}
+    assert len({(r.name, r.version, r.path) for r in resolved.values()}) == 1
+    one = resolved["churn@champion"]
+    assert one.reference == "churn@champion" and (one.name, one.version) == ("churn", "1")
+    assert (one.path / "MLmodel").is_file() and one.flavor == "mlflow.sklearn"
+    assert one.path.name == "artifacts" and "resolved" not in one.path.parts, "local artifacts are used in place"
+    assert [c["name"] for c in one.signature or []] == first["model"].feature_columns
+    assert {c["type"] for c in one.signature or []} <= {"long", "double", "string"}
+    assert one.lineage == {
+        "training_run": first.run_id,
+        "data_fingerprint": hash_file(CHURN),
+        "registry": "mlflow",
+        "uri": "models:/churn/1",
+        "run_id": v1.run_id,
+    }
+    assert one.input_example and set(one.input_example[0]) == set(first["model"].feature_columns)
+    assert any(r.startswith("scikit-learn==") for r in one.metadata["requirements"])
+    with pytest.raises(crispml.UsageError, match=r"model 'churn' has no version 9 \(versions: 1"):
+        crispml.resolve_model("churn/9", mlflow_project)
+    with pytest.raises(crispml.UsageError, match="no installed plugin resolves the model 'nosuch@champion'"):
+        crispml.resolve_model("nosuch@champion", mlflow_project)
     assert str(c.get_model_version_by_alias("churn", "challenger").version) == "2"
     assert c.get_model_version("churn", "2").tags["crispml.decision"].startswith("kept:")
     mlrun = c.get_run(worse.manifest["links"]["mlflow_run_id"])
@@ -698,6 +724,17 @@ def test_tracking_and_registry_on_an_mlflow_server(
 
     model = crispml.load_model("churn_server@champion")
     assert len(model.predict(pd.read_csv(CHURN).drop(columns=["churned"]).head(3))) == 3
+    resolved = crispml.resolve_model("churn_server@champion", project)
+    assert (resolved.path / "MLmodel").is_file(), "a remote registry's files are downloaded"
+    assert project / ".crispml" / "mlflow" / "resolved" in resolved.path.parents
+    assert resolved.lineage["training_run"] == first.run_id and resolved.input_example
+    assert crispml.resolve_model("churn_server/1", project).path == resolved.path, "downloaded once"
+    # Credentials in the registry's URL reach no field another plugin sees (a server without
+    # authentication ignores them).
+    with_password = mlflow_server.replace("http://", "http://alice:s3cr3t-pw@")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", with_password)
+    secret = crispml.resolve_model("churn_server@champion", project)
+    assert "s3cr3t-pw" not in repr(secret) and "alice:***@" in secret.metadata["tracking_uri"]
     listed = cli(project, "models", "--json", "--tracking-uri", mlflow_server)
     assert listed.returncode == 0, listed.stderr
     names = {m["name"]: m for m in json.loads(listed.stdout)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crispml import Recipe, RecipeError, Split, Step, check, run
+from crispml import Dataset, Declaration, Options, Recipe, RecipeError, Split, Step, check, hookimpl, run
 
 
 def _recipe(data: Path, **changes: object) -> Recipe:
@@ -89,3 +89,54 @@ def test_the_same_recipe_trains_the_same_model(project: Path, churn_csv: Path) -
 def test_bad_estimators_are_recipe_errors(churn_csv: Path, train: dict[str, object], message: str) -> None:
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check(_recipe(churn_csv, train=Step(use="sklearn", **train)))
+
+
+class _KeyedLoader:
+    """A load step whose rows carry an id and an event time that predict the label perfectly:
+    a model that saw them would score 1.0 — so they must never reach it."""
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"load": Options})
+
+    @hookimpl
+    def crispml_load(self) -> Dataset:
+        import numpy as np
+        import pandas as pd
+
+        rng = np.random.default_rng(0)
+        n = 200
+        label = rng.integers(0, 2, n)
+        frame = pd.DataFrame(
+            {
+                "customer_id": label * 1000 + np.arange(n),
+                "event_timestamp": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(label, unit="D"),
+                "noise": rng.normal(size=n),
+                "churned": label,
+            }
+        )
+        return Dataset(
+            frame=frame,
+            target="churned",
+            name="keyed",
+            source="memory",
+            fingerprint="keyed",
+            key_columns=("customer_id", "event_timestamp"),
+        )
+
+
+def test_key_columns_never_reach_the_model(project: Path) -> None:
+    recipe = Recipe(
+        name="keys",
+        split=Split(test_size=0.25, seed=0),
+        load=Step(use="keyed"),
+        train=Step(use="sklearn"),
+        evaluate=Step(use="sklearn", metrics=["accuracy"], plots=False),
+    )
+    result = run(recipe, project=project, extra_plugins={"keyed": _KeyedLoader()})
+    assert result.status == "succeeded", result.error
+    model = result["model"]
+    assert model.feature_columns == ["noise"]
+    assert list(model.model.feature_names_in_) == ["noise"]
+    assert list(model.input_example.columns) == ["noise"]
+    assert result["evaluation"].metrics["accuracy"] < 0.75  # noise alone: the ids were not learnt

@@ -1,0 +1,186 @@
+"""Serving by entity key, end to end and for real: feast → sklearn → mlflow → bentoml.
+
+One ``crispml run`` trains on the point-in-time join, registers the model (with its serving
+spec), materializes the online store and deploys a real ``bentoml serve`` whose clients send
+only ``customer_id``. Predictions over HTTP equal the trained model's on the historical rows at
+the same time; an unknown key is a 400; the prediction log records the features used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from test_materialize import _store, historical_at
+
+from conftest import CUSTOMERS, DAYS, FeatureRepo, labels_frame
+
+pytestmark = pytest.mark.slow
+CRISPML = str(Path(sys.executable).with_name("crispml"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def post(url: str, body: Any) -> tuple[int, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json"})
+    try:
+        with opener.open(req, timeout=60) as resp:
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return int(exc.code), json.loads(raw)
+        except ValueError:
+            return int(exc.code), raw.decode(errors="replace")
+
+
+@dataclass
+class Served:
+    repo: FeatureRepo
+    url: str
+    result: Any
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, feast_backend: Any) -> Iterator[Served]:
+    """One deployment for the module's tests (a run with a real server takes minutes here)."""
+    project = tmp_path_factory.mktemp("feast-serving")
+    (project / "features").mkdir()
+    feature_repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
+    feature_repo.write_definitions()
+    day0 = feature_repo.write_recent_usage()
+    labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
+    labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
+    labels.to_parquet(feature_repo.labels)
+    port = _free_port()
+    recipe = feature_repo.write_recipe(
+        materialize=True,
+        steps={
+            "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}},
+            "register": {"use": "mlflow", "model_name": "churn_keys"},
+            "deploy": {"use": "bentoml", "name": "churn-keys", "port": port},
+        },
+    )
+    env = {**os.environ, "CRISPML_PROJECT": str(feature_repo.project), "COLUMNS": "200"}
+    try:
+        proc = subprocess.run(
+            [CRISPML, "run", str(recipe)],
+            cwd=feature_repo.project,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        from crispml import RunStore
+
+        store = RunStore(feature_repo.project)
+        result = store.load_result(store.list_runs()[0]["run_id"], "train")
+        yield Served(feature_repo, f"http://127.0.0.1:{port}", result)
+    finally:
+        subprocess.run(
+            [CRISPML, "undeploy", "churn-keys"], cwd=feature_repo.project, env=env, timeout=120, capture_output=True
+        )
+
+
+def test_clients_send_keys_and_get_the_models_answer_on_the_point_in_time_features(served: Served) -> None:
+    ids = list(range(1, CUSTOMERS + 1))
+    status, body = post(f"{served.url}/predict", {"records": [{"customer_id": i} for i in ids]})
+    assert status == 200, body
+    now = datetime.now(UTC)
+    rows = historical_at(_store(served.repo), ids, now)
+    assert served.result is not None
+    model = served.result.model
+    expected = model.predict_proba(rows[["minutes", "calls"]])
+    served_proba = [[p[k] for k in sorted(p, key=int)] for p in body["probabilities"]]
+    assert len(served_proba) == len(ids)
+    for got, want in zip(served_proba, expected.tolist(), strict=True):
+        assert got == pytest.approx(want, abs=1e-9)
+    assert body["predictions"] == model.predict(rows[["minutes", "calls"]]).tolist()
+
+
+def test_unknown_or_malformed_keys_are_400_never_500(served: Served) -> None:
+    status, body = post(f"{served.url}/predict", {"records": [{"customer_id": 1}, {"customer_id": 99999}]})
+    assert status == 400, body
+    assert "no online features for customer_id=99999 (not materialized?)" in json.dumps(body)
+    for bad in (
+        {"records": [{"customer_id": "abc"}]},
+        {"records": [{"customer": 1}]},
+        {"records": [{"customer_id": 2**70}]},
+        {"records": [{"customer_id": 1, "minutes": 5.0}]},  # features are the store's, not the client's
+        b"not json",
+    ):
+        status, body = post(f"{served.url}/predict", bad)
+        assert 400 <= status < 500, (bad, status, body)
+
+
+def test_the_prediction_log_records_keys_and_the_features_used(served: Served) -> None:
+    status, _ = post(f"{served.url}/predict", {"records": [{"customer_id": 3}]})
+    assert status == 200
+    from crispml import deployment, prediction_records
+
+    [last] = prediction_records(deployment("churn-keys", served.repo.project), last=1)
+    assert last["inputs"] == {"customer_id": 3}
+    assert last["features"] == {"minutes": 309.0, "calls": 12}
+
+
+def test_a_deploy_before_materializing_is_rejected_by_the_smoke_gate(
+    tmp_path_factory: pytest.TempPathFactory, feast_backend: Any
+) -> None:
+    project = tmp_path_factory.mktemp("feast-unmaterialized")
+    (project / "features").mkdir()
+    repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
+    repo.write_definitions()
+    day0 = repo.write_recent_usage()
+    labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
+    labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
+    labels.to_parquet(repo.labels)
+    recipe = repo.write_recipe(
+        steps={
+            "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier"},
+            "register": {"use": "mlflow", "model_name": "churn_cold"},
+            "deploy": {"use": "bentoml", "name": "churn-cold", "port": _free_port()},
+        },
+    )
+    env = {**os.environ, "CRISPML_PROJECT": str(project), "COLUMNS": "200"}
+    try:
+        proc = subprocess.run(
+            [CRISPML, "run", str(recipe)], cwd=project, capture_output=True, text=True, timeout=900, env=env
+        )
+        assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]  # rejected
+        assert "online store has no features for 5 of 5 example keys: run crispml materialize" in (
+            proc.stdout + proc.stderr
+        )
+    finally:
+        subprocess.run([CRISPML, "undeploy", "churn-cold"], cwd=project, env=env, timeout=120, capture_output=True)
+
+
+def test_a_built_bento_ships_the_resolver_and_its_pinned_feast(served: Served) -> None:
+    env = {**os.environ, "CRISPML_PROJECT": str(served.repo.project), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [CRISPML, "build", "churn-keys"], cwd=served.repo.project, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    bentos = served.repo.project / ".crispml" / "bentoml" / "bentos"
+    shipped = {p.name for p in bentos.rglob("src/features/*")}
+    assert shipped == {"crispml_feast_resolver.py", "feast_serving.json", "registry.db"}, sorted(bentos.rglob("*"))
+    requirements = next(bentos.rglob("env/python/requirements.txt")).read_text()
+    assert "feast==" in requirements
