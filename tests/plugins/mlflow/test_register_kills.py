@@ -1,0 +1,268 @@
+"""``kill -9`` at every registry write of the register stage, then resume, then a plain re-run.
+
+A real process is killed: a small fork server (a subprocess that has imported crispml, MLflow,
+scikit-learn and pandas once) forks a child per kill point; the child runs ``crispml run`` on
+real MLflow (SQLite) with a tripwire around ``MlflowClient``'s registry writes that sends the
+child ``SIGKILL`` after the N-th write (N = 0: before the first). Nothing is mocked: the writes
+happen, the process dies between two of them.
+
+After each kill, in two copies of the killed project: ``crispml.resume`` of the killed run, and
+a plain re-run of the recipe, must both succeed with the better model champion, and the
+registry must be consistent (aliases, tags, history agree; nothing pending; one version per
+trained model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crispml
+
+REGISTER = {"use": "mlflow", "model_name": "churn", "compare_on": "roc_auc", "min_improvement": 0.0}
+DUMMY = [  # roc_auc 0.5: a weak model (the evaluate gate relaxed for it)
+    "train.estimator=sklearn.dummy.DummyClassifier",
+    "train.params={}",
+    "evaluate.gate.roc_auc=>= 0.0",
+]
+
+SERVER = textwrap.dedent(
+    """
+    import os, signal, sys, json
+    import crispml, crispml.cli, mlflow, sklearn.linear_model, sklearn.dummy, pandas  # noqa: F401
+    from mlflow import MlflowClient
+
+    WRITES = [
+        "create_registered_model", "create_model_version", "delete_model_version",
+        "set_registered_model_alias", "delete_registered_model_alias",
+        "set_model_version_tag", "delete_model_version_tag",
+        "set_registered_model_tag", "delete_registered_model_tag",
+    ]
+    state = {"after": -1, "done": 0, "log": None}
+
+    def tripwire(name, original):
+        def call(self, *args, **kwargs):
+            if state["after"] == 0:
+                note(f"before the first write ({name} {args[1:3]})")
+                os.kill(os.getpid(), signal.SIGKILL)
+            out = original(self, *args, **kwargs)
+            state["done"] += 1
+            if state["done"] == state["after"]:
+                note(f"after write {state['done']}: {name} {args[1:3]}")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+        return call
+
+    def note(text):
+        with open(state["log"], "w") as f:
+            f.write(text)
+
+    for name in WRITES:
+        setattr(MlflowClient, name, tripwire(name, getattr(MlflowClient, name)))
+
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            os.chdir(job["project"])
+            state.update(after=job["after"], log=job["log"])
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            try:
+                crispml.cli.main(["run", job["recipe"], *job["args"]])
+            except SystemExit as exc:
+                os._exit(int(exc.code or 0))
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        reply = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.WEXITSTATUS(status)}
+        print(json.dumps(reply), flush=True)
+    """
+)
+
+
+class ForkServer:
+    """Runs ``crispml run`` in forked children that a tripwire kills at a chosen registry write."""
+
+    def __init__(self, cwd: Path) -> None:
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd, env=env
+        )
+
+    def run(self, project: Path, recipe: str, after: int, args: list[str]) -> tuple[dict[str, int], str]:
+        log = project / "kill-point.txt"
+        job = {"project": str(project), "recipe": recipe, "after": after, "args": args, "log": str(log)}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the fork server died"
+        return json.loads(line), log.read_text() if log.exists() else ""
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    server = ForkServer(tmp_path_factory.mktemp("fork-server"))
+    yield server
+    server.close()
+
+
+def client(project: Path) -> Any:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{project / '.crispml' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def assert_consistent(c: Any, name: str = "churn") -> dict[str, Any]:
+    """Aliases, tags and history agree; nothing is pending; one version per trained model."""
+    model = c.get_registered_model(name)
+    tags = model.tags or {}
+    assert "crispml.pending" not in tags, tags["crispml.pending"]
+    aliases = {a: str(v) for a, v in (model.aliases or {}).items()}
+    versions = {str(v.version): v.tags or {} for v in c.search_model_versions(f"name='{name}'")}
+    for version, vtags in versions.items():
+        assert vtags.get("crispml.decision"), f"version {version} has no decision: {vtags}"
+    fingerprints = [v["crispml.model_fingerprint"] for v in versions.values()]
+    assert len(fingerprints) == len(set(fingerprints)), f"a trained model registered twice: {versions}"
+    champion = aliases.get("champion")
+    assert champion is not None and champion in versions
+    history = json.loads(tags["crispml.champion_history"])
+    assert history[-1]["version"] == champion
+    assert versions[champion]["crispml.decision"].startswith("promoted")
+    assert "crispml.replaced_by" not in versions[champion]
+    promoted = {e["version"] for e in history}
+    for version, vtags in versions.items():
+        assert ("crispml.champion_since" in vtags) == (version in promoted), (version, vtags, history)
+        if version != champion and version in promoted:
+            assert vtags.get("crispml.replaced_by") and vtags.get("crispml.champion_until"), (version, vtags)
+    challenger = aliases.get("challenger")
+    assert challenger is None or challenger in versions
+    return {"aliases": aliases, "versions": versions, "history": history}
+
+
+def newest_run(project: Path) -> str:
+    runs = [m for m in crispml.RunStore(project).list_runs() if m.get("status") == "running"]
+    assert len(runs) == 1, runs
+    return str(runs[0]["run_id"])
+
+
+def kill_at_every_write(
+    tmp_path: Path,
+    fork_server: ForkServer,
+    prepare: Callable[[Path], None],
+    args: list[str],
+    expect: Callable[[Path, Any, dict[str, Any]], None],
+) -> int:
+    """Kill after 0, 1, 2, ... registry writes until the run completes; heal each two ways."""
+    base = tmp_path / "base"
+    prepare(base)
+    after = 0
+    while True:
+        killed = tmp_path / f"kill-{after}"
+        shutil.copytree(base, killed)
+        t0 = time.perf_counter()
+        outcome, point = fork_server.run(killed, "recipe.yaml", after, args)
+        print(f"kill {after}: {time.perf_counter() - t0:.1f}s {point}")
+        if outcome.get("exit") is not None:
+            assert outcome["exit"] == 0, f"the run with no kill failed: {outcome}"
+            expect(killed, None, assert_consistent(client(killed)))
+            return after
+        assert outcome == {"signal": 9}, outcome
+        run_id = newest_run(killed)
+        healed_by_rerun = tmp_path / f"rerun-{after}"
+        shutil.copytree(killed, healed_by_rerun)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(killed)
+            t0 = time.perf_counter()
+            resumed = crispml.resume(run_id)
+            print(f"  resume {time.perf_counter() - t0:.1f}s")
+            assert resumed.status == "succeeded", f"resume after a kill {point}: {resumed.manifest.get('error')}"
+            expect(killed, resumed, assert_consistent(client(killed)))
+            mp.chdir(healed_by_rerun)
+            t0 = time.perf_counter()
+            rerun = crispml.run(healed_by_rerun / "recipe.yaml", overrides=args)
+            print(f"  rerun {time.perf_counter() - t0:.1f}s")
+            assert rerun.status == "succeeded", f"re-run after a kill {point}: {rerun.manifest.get('error')}"
+            expect(healed_by_rerun, rerun, assert_consistent(client(healed_by_rerun)))
+        after += 1
+
+
+@pytest.fixture
+def recipe_in(write_recipe: Callable[..., Path], mlflow_db_template: Path) -> Callable[[Path], Path]:
+    """``recipe_in(folder)``: a project folder with the embedded store and the quickstart recipe."""
+
+    def make(folder: Path) -> Path:
+        (folder / ".crispml").mkdir(parents=True)
+        shutil.copy(mlflow_db_template, folder / ".crispml" / "mlflow.db")
+        source = write_recipe(register=REGISTER)
+        shutil.copy(source, folder / "recipe.yaml")
+        return folder / "recipe.yaml"
+
+    return make
+
+
+@pytest.mark.slow
+def test_kill_at_each_write_of_a_promotion(
+    tmp_path: Path, fork_server: ForkServer, recipe_in: Callable[[Path], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weak champion (version 1), a better challenger killed at each write of its promotion."""
+
+    def prepare(base: Path) -> None:
+        recipe = recipe_in(base)
+        monkeypatch.chdir(base)
+        assert crispml.run(recipe, overrides=DUMMY).status == "succeeded"
+        monkeypatch.chdir(tmp_path)
+
+    def expect(project: Path, result: Any, registry: dict[str, Any]) -> None:
+        champion = registry["aliases"]["champion"]
+        assert champion != "1", "the better model did not become champion"
+        assert float(registry["versions"][champion]["crispml.metric.roc_auc"]) > 0.5
+        assert registry["versions"]["1"]["crispml.replaced_by"] == champion
+        assert [e["version"] for e in registry["history"]] == ["1", champion]
+        assert registry["aliases"]["challenger"] == champion
+        if result is not None:
+            assert result["model_version"].version == champion
+
+    writes = kill_at_every_write(tmp_path, fork_server, prepare, [], expect)
+    # begin (history copy, record), version, challenger, decision, 4 audit tags, 2 on the old
+    # champion, history, champion, end (record, history copy): the kill points are all of them.
+    assert writes >= 14, writes
+
+
+@pytest.mark.slow
+def test_kill_at_each_write_of_a_first_registration(
+    tmp_path: Path, fork_server: ForkServer, recipe_in: Callable[[Path], Path]
+) -> None:
+    """No model registered yet: killed at each write, the first model still becomes champion."""
+
+    def expect(project: Path, result: Any, registry: dict[str, Any]) -> None:
+        assert list(registry["versions"]) == [registry["aliases"]["champion"]]
+        assert [e["version"] for e in registry["history"]] == [registry["aliases"]["champion"]]
+
+    def prepare(base: Path) -> None:
+        recipe_in(base)
+
+    writes = kill_at_every_write(tmp_path, fork_server, prepare, [], expect)
+    assert writes >= 9, writes
