@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,8 @@ SERVER = textwrap.dedent(
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
             try:
-                crispml.cli.main(["run", job["recipe"], *job["args"]])
+                sets = [part for value in job["args"] for part in ("--set", value)]
+                crispml.cli.main(["run", job["recipe"], *sets])
             except SystemExit as exc:
                 os._exit(int(exc.code or 0))
             os._exit(0)
@@ -182,9 +182,7 @@ def kill_at_every_write(
     while True:
         killed = tmp_path / f"kill-{after}"
         shutil.copytree(base, killed)
-        t0 = time.perf_counter()
         outcome, point = fork_server.run(killed, "recipe.yaml", after, args)
-        print(f"kill {after}: {time.perf_counter() - t0:.1f}s {point}")
         if outcome.get("exit") is not None:
             assert outcome["exit"] == 0, f"the run with no kill failed: {outcome}"
             expect(killed, None, assert_consistent(client(killed)))
@@ -195,29 +193,31 @@ def kill_at_every_write(
         shutil.copytree(killed, healed_by_rerun)
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(killed)
-            t0 = time.perf_counter()
             resumed = crispml.resume(run_id)
-            print(f"  resume {time.perf_counter() - t0:.1f}s")
             assert resumed.status == "succeeded", f"resume after a kill {point}: {resumed.manifest.get('error')}"
             expect(killed, resumed, assert_consistent(client(killed)))
             mp.chdir(healed_by_rerun)
-            t0 = time.perf_counter()
             rerun = crispml.run(healed_by_rerun / "recipe.yaml", overrides=args)
-            print(f"  rerun {time.perf_counter() - t0:.1f}s")
             assert rerun.status == "succeeded", f"re-run after a kill {point}: {rerun.manifest.get('error')}"
             expect(healed_by_rerun, rerun, assert_consistent(client(healed_by_rerun)))
         after += 1
 
 
 @pytest.fixture
-def recipe_in(write_recipe: Callable[..., Path], mlflow_db_template: Path) -> Callable[[Path], Path]:
-    """``recipe_in(folder)``: a project folder with the embedded store and the quickstart recipe."""
+def recipe_in(write_recipe: Callable[..., Path], mlflow_db_template: Path) -> Callable[..., Path]:
+    """``recipe_in(folder, *warm)``: a project folder with the embedded store and the quickstart
+    recipe, its load/train/evaluate already run (cached) for each list of overrides in ``warm``,
+    so that a forked child spends its time in the register stage."""
 
-    def make(folder: Path) -> Path:
+    def make(folder: Path, *warm: list[str]) -> Path:
         (folder / ".crispml").mkdir(parents=True)
         shutil.copy(mlflow_db_template, folder / ".crispml" / "mlflow.db")
-        source = write_recipe(register=REGISTER)
-        shutil.copy(source, folder / "recipe.yaml")
+        shutil.copy(write_recipe(register=REGISTER), folder / "recipe.yaml")
+        shutil.copy(write_recipe("warm.yaml"), folder / "warm.yaml")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(folder)
+            for overrides in warm:
+                assert crispml.run(folder / "warm.yaml", overrides=overrides).status == "succeeded"
         return folder / "recipe.yaml"
 
     return make
@@ -225,12 +225,12 @@ def recipe_in(write_recipe: Callable[..., Path], mlflow_db_template: Path) -> Ca
 
 @pytest.mark.slow
 def test_kill_at_each_write_of_a_promotion(
-    tmp_path: Path, fork_server: ForkServer, recipe_in: Callable[[Path], Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fork_server: ForkServer, recipe_in: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A weak champion (version 1), a better challenger killed at each write of its promotion."""
 
     def prepare(base: Path) -> None:
-        recipe = recipe_in(base)
+        recipe = recipe_in(base, [])
         monkeypatch.chdir(base)
         assert crispml.run(recipe, overrides=DUMMY).status == "succeeded"
         monkeypatch.chdir(tmp_path)
@@ -253,7 +253,7 @@ def test_kill_at_each_write_of_a_promotion(
 
 @pytest.mark.slow
 def test_kill_at_each_write_of_a_first_registration(
-    tmp_path: Path, fork_server: ForkServer, recipe_in: Callable[[Path], Path]
+    tmp_path: Path, fork_server: ForkServer, recipe_in: Callable[..., Path]
 ) -> None:
     """No model registered yet: killed at each write, the first model still becomes champion."""
 
@@ -262,7 +262,51 @@ def test_kill_at_each_write_of_a_first_registration(
         assert [e["version"] for e in registry["history"]] == [registry["aliases"]["champion"]]
 
     def prepare(base: Path) -> None:
-        recipe_in(base)
+        recipe_in(base, [])
 
     writes = kill_at_every_write(tmp_path, fork_server, prepare, [], expect)
     assert writes >= 9, writes
+
+
+@pytest.mark.slow
+def test_kill_at_each_write_of_a_challenger_kept_out(
+    tmp_path: Path, fork_server: ForkServer, recipe_in: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A good champion, a weak challenger killed at each write: after healing, the run is
+    rejected (not failed, not passed) and the champion never moved."""
+
+    def prepare(base: Path) -> None:
+        recipe = recipe_in(base, DUMMY)
+        monkeypatch.chdir(base)
+        assert crispml.run(recipe).status == "succeeded"
+        monkeypatch.chdir(tmp_path)
+
+    after = 0
+    while True:
+        killed = tmp_path / f"kill-{after}"
+        if after == 0:
+            prepare(tmp_path / "base")
+        shutil.copytree(tmp_path / "base", killed)
+        outcome, point = fork_server.run(killed, "recipe.yaml", after, DUMMY)
+        if outcome.get("exit") is not None:
+            assert outcome["exit"] == 3, outcome  # rejected
+            break
+        assert outcome == {"signal": 9}, outcome
+        rerun_dir = tmp_path / f"rerun-{after}"
+        shutil.copytree(killed, rerun_dir)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(killed)
+            resumed = crispml.resume(newest_run(killed))
+            mp.chdir(rerun_dir)
+            rerun = crispml.run(rerun_dir / "recipe.yaml", overrides=DUMMY)
+        for project, result in ((killed, resumed), (rerun_dir, rerun)):
+            assert result.status == "rejected", f"after a kill {point}: {result.manifest.get('error')}"
+            assert "champion is version 1" in str(result.manifest["rejection"]) or (
+                "does not beat champion version 1" in str(result.manifest["rejection"])
+            ), point
+            registry = assert_consistent(client(project))
+            assert registry["aliases"]["champion"] == "1"
+            assert len(registry["versions"]) == 2 and registry["aliases"]["challenger"] != "1"
+            assert [e["version"] for e in registry["history"]] == ["1"]
+        after += 1
+    assert after >= 5, after
