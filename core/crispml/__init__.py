@@ -18,12 +18,15 @@ if TYPE_CHECKING:
     from crispml.context import RunContext
     from crispml.declarations import Backend, Declaration, ExistingPath, Options
     from crispml.errors import (
+        BackendError,
         CrispmlError,
+        ExitCode,
         MissingBackendError,
         PluginError,
         RecipeError,
         StageError,
         UsageError,
+        one_line,
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     )
     from crispml.runs import RunResult, check, resume, run
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
+    from crispml.tables import print_json, print_rows
 
 _LAZY = {
     "RunContext": "crispml.context",
@@ -51,7 +55,10 @@ _LAZY = {
     "Declaration": "crispml.declarations",
     "ExistingPath": "crispml.declarations",
     "Options": "crispml.declarations",
+    "BackendError": "crispml.errors",
     "CrispmlError": "crispml.errors",
+    "ExitCode": "crispml.errors",
+    "one_line": "crispml.errors",
     "MissingBackendError": "crispml.errors",
     "PluginError": "crispml.errors",
     "RecipeError": "crispml.errors",
@@ -85,6 +92,8 @@ _LAZY = {
     "find_project": "crispml.store",
     "file_lock": "crispml.store",
     "load_model": "crispml.models",
+    "print_json": "crispml.tables",
+    "print_rows": "crispml.tables",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
 }
