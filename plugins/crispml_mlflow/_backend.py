@@ -237,14 +237,8 @@ def check_reachable(mlflow_client: Any, uri: str, timeout: int, max_retries: int
     except Exception as exc:
         raise TrackingServerError(
             f"mlflow: the tracking server at {safe_uri(uri)} did not answer "
-            f"(timeout {timeout}s, {max_retries} retries): {_short(exc)}"
+            f"(timeout {timeout}s, {max_retries} retries): {crispml.one_line(exc)}"
         ) from None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    return first[:300]
 
 
 def user() -> str:

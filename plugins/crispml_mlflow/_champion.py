@@ -25,6 +25,14 @@ PROMOTION_TAGS = (
 """Written on the version that becomes champion."""
 REPLACED_TAGS = ("crispml.champion_until", "crispml.replaced_by")
 """Written on the champion it replaces."""
+ENDED_TAGS = (*REPLACED_TAGS, "crispml.rolled_back")
+"""Say a version's time as champion ended: removed when it becomes champion again."""
+
+
+def _clear_ended(client: Any, name: str, mv: Any) -> None:
+    for key in ENDED_TAGS:
+        if key in (mv.tags or {}):
+            client.delete_model_version_tag(name, str(mv.version), key)
 
 
 def before(mv: Any, keys: tuple[str, ...]) -> dict[str, str | None]:
@@ -59,7 +67,7 @@ def set_champion(
     entries.append({"version": str(version), "at": now, "by": by, "reason": reason, "run": run})
     replaced = None if previous is None or str(previous.version) == str(version) else str(previous.version)
     if not journaled:
-        tags = {str(version): before(target, PROMOTION_TAGS)}
+        tags = {str(version): before(target, PROMOTION_TAGS + ENDED_TAGS)}
         if replaced is not None:
             tags[replaced] = before(previous, REPLACED_TAGS)
         _journal.begin(client, name, {"op": "promote", "version": str(version), "tags": tags}, old_history)
@@ -67,6 +75,7 @@ def set_champion(
         values = dict(zip(PROMOTION_TAGS, (now, by, reason, run or "-"), strict=True))
         for key, val in values.items():
             client.set_model_version_tag(name, str(version), key, val)
+        _clear_ended(client, name, target)
         if replaced is not None:
             client.set_model_version_tag(name, replaced, "crispml.champion_until", now)
             client.set_model_version_tag(name, replaced, "crispml.replaced_by", str(version))
@@ -160,11 +169,12 @@ def rollback(client: Any, project_dir: Path, uri: str, name: str) -> tuple[str, 
         target_mv = client.get_model_version(name, target)
         keys = ("crispml.champion_since", "crispml.promoted_by", "crispml.promotion_reason")
         marks = ("crispml.champion_until", "crispml.rolled_back")
-        tags = {target: before(target_mv, keys), str(current.version): before(current, marks)}
+        tags = {target: before(target_mv, keys + ENDED_TAGS), str(current.version): before(current, marks)}
         _journal.begin(client, name, {"op": "rollback", "version": target, "tags": tags}, old_history)
         try:
             for key, val in zip(keys, (now, by, reason), strict=True):
                 client.set_model_version_tag(name, target, key, val)
+            _clear_ended(client, name, target_mv)
             for key in marks:
                 client.set_model_version_tag(name, str(current.version), key, now)
             client.set_registered_model_tag(name, HISTORY, json.dumps(entries[-200:]))

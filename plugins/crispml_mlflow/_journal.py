@@ -152,15 +152,16 @@ def reconcile(client: Any, name: str, *, force: bool = False) -> str | None:
     if done:
         end(client, name)
         return f"finished the {op} of version {version} that was cut off"
-    _undo(client, name, record, version)
+    _undo(client, name, record, version if op == "register" else None)
     end(client, name)
     what = f"version {version}" if version else "a version not yet created"
     return f"undid the {op} of {what} that was cut off"
 
 
 def _undo(client: Any, name: str, record: dict[str, Any], created: str | None) -> None:
-    """Put back everything ``record`` says was about to change. The ``champion`` alias needs no
-    undoing: it is the last write, and the change did not reach it."""
+    """Put back everything ``record`` says was about to change, and delete the version the change
+    created (``created``, a register's). The ``champion`` alias needs no undoing: it is the last
+    write, and the change did not reach it."""
     for version, before in (record.get("tags") or {}).items():
         if str(version) == created:
             continue  # deleted below

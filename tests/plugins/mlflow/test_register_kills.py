@@ -79,8 +79,7 @@ SERVER = textwrap.dedent(
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
             try:
-                sets = [part for value in job["args"] for part in ("--set", value)]
-                crispml.cli.main(["run", job["recipe"], *sets])
+                crispml.cli.main(job["argv"])
             except SystemExit as exc:
                 os._exit(int(exc.code or 0))
             os._exit(0)
@@ -101,8 +100,14 @@ class ForkServer:
         )
 
     def run(self, project: Path, recipe: str, after: int, args: list[str]) -> tuple[dict[str, int], str]:
+        """``crispml run RECIPE --set ARG...``, killed after ``after`` registry writes."""
+        sets = [part for value in args for part in ("--set", value)]
+        return self.command(project, after, ["run", recipe, *sets])
+
+    def command(self, project: Path, after: int, argv: list[str]) -> tuple[dict[str, int], str]:
+        """``crispml ARGV...`` in ``project``, killed after ``after`` registry writes."""
         log = project / "kill-point.txt"
-        job = {"project": str(project), "recipe": recipe, "after": after, "args": args, "log": str(log)}
+        job = {"project": str(project), "after": after, "argv": argv, "log": str(log)}
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
@@ -150,13 +155,17 @@ def assert_consistent(c: Any, name: str = "churn") -> dict[str, Any]:
     assert champion is not None and champion in versions
     history = json.loads(tags["crispml.champion_history"])
     assert history[-1]["version"] == champion
-    assert versions[champion]["crispml.decision"].startswith("promoted")
-    assert "crispml.replaced_by" not in versions[champion]
+    assert versions[champion].get("crispml.champion_since") and versions[champion].get("crispml.promotion_reason")
+    for ended in ("crispml.replaced_by", "crispml.champion_until", "crispml.rolled_back"):
+        assert ended not in versions[champion], (champion, versions[champion])
     promoted = {e["version"] for e in history}
     for version, vtags in versions.items():
-        assert ("crispml.champion_since" in vtags) == (version in promoted), (version, vtags, history)
-        if version != champion and version in promoted:
+        if version == champion:
+            continue
+        if version in promoted:  # champion once, replaced since
             assert vtags.get("crispml.replaced_by") and vtags.get("crispml.champion_until"), (version, vtags)
+        elif "crispml.champion_since" in vtags:  # champion once, rolled back (out of the history)
+            assert vtags.get("crispml.rolled_back") and vtags.get("crispml.champion_until"), (version, vtags)
     challenger = aliases.get("challenger")
     assert challenger is None or challenger in versions
     return {"aliases": aliases, "versions": versions, "history": history}
@@ -310,3 +319,57 @@ def test_kill_at_each_write_of_a_challenger_kept_out(
             assert [e["version"] for e in registry["history"]] == ["1"]
         after += 1
     assert after >= 5, after
+
+
+def cli_in(project: Path, *argv: str) -> tuple[int, str]:
+    """The real ``crispml`` entry point in this process (MLflow already imported), in ``project``."""
+    from crispml.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        try:
+            main(list(argv))
+        except SystemExit as exc:
+            return int(exc.code or 0), ""
+    return 0, ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_kill_at_each_write_of_promote_and_rollback(
+    command: str,
+    tmp_path: Path,
+    fork_server: ForkServer,
+    recipe_in: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Version 1 champion, version 2 kept out. ``promote churn 2`` (or, after that promotion,
+    ``rollback churn``) killed at each write; the user's next promote/rollback heals it."""
+    base = tmp_path / "base"
+    recipe = recipe_in(base, DUMMY)
+    monkeypatch.chdir(base)
+    assert crispml.run(recipe).status == "succeeded"
+    assert crispml.run(recipe, overrides=DUMMY).status == "rejected"
+    if command == "promote":
+        argv, target = ["promote", "churn", "2"], "2"
+    else:
+        assert cli_in(base, "promote", "churn", "2")[0] == 0
+        argv, target = ["rollback", "churn"], "1"
+    monkeypatch.chdir(tmp_path)
+    after = 0
+    while True:
+        killed = tmp_path / f"kill-{after}"
+        shutil.copytree(base, killed)
+        outcome, point = fork_server.command(killed, after, argv)
+        if outcome.get("exit") is not None:
+            assert outcome["exit"] == 0, outcome
+            break
+        assert outcome == {"signal": 9}, outcome
+        code, _ = cli_in(killed, *argv)  # again: finishes it (exit 2: already done) or does it now
+        assert code in (0, 2), (point, code)
+        registry = assert_consistent(client(killed))
+        assert registry["aliases"]["champion"] == target, point
+        expected = ["1", "2"] if command == "promote" else ["1"]
+        assert [e["version"] for e in registry["history"]] == expected, point
+        after += 1
+    assert after >= 8, after
