@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -130,7 +131,15 @@ def reconcile(client: Any, name: str, *, force: bool = False) -> str | None:
     """Finish or undo a change to ``name`` that was cut off; return what was done, or ``None``.
 
     Call it holding the model's lock. ``force`` reconciles this process's own record (after
-    an exception inside the change) without asking whether its writer is alive."""
+    an exception inside the change) without asking whether its writer is alive. What it did is
+    logged as a warning (on stderr): the user learns that an earlier change was cut off."""
+    done = _reconcile(client, name, force=force)
+    if done is not None and not force:
+        logging.getLogger("crispml_mlflow").warning("mlflow: model '%s': %s", name, done)
+    return done
+
+
+def _reconcile(client: Any, name: str, *, force: bool) -> str | None:
     record = pending(client, name)
     if record is None:
         return None
@@ -140,6 +149,11 @@ def reconcile(client: Any, name: str, *, force: bool = False) -> str | None:
             f"(started {record.get('at')}); try again when it has finished"
         )
     op = record.get("op")
+    if op not in ("register", "promote", "rollback"):
+        # Not written by this crispml (edited by hand, or a future format): nothing here says
+        # what to put back, and guessing could undo a good champion. Dropped, aliases untouched.
+        end(client, name)
+        return f"dropped an unreadable {PENDING} record"
     champion = _alias(client, name, CHAMPION)
     if op == "register":
         mv = _registered_version(client, name, record.get("token"))

@@ -98,12 +98,34 @@ def test_an_empty_store_fails_a_real_run_with_exit_1(
     assert manifest["status"] == "failed"  # the run record is kept
 
 
-def test_a_new_store_appears_whole_or_not_at_all(project: Path) -> None:
-    """The store is migrated under a temporary name and renamed: no half-made ``mlflow.db``."""
+KILLED_MIGRATING = """
+import os, signal, sys
+import mlflow.store.db.utils as db_utils
+from crispml_mlflow import _backend
+
+def killed(engine):  # the tables exist, the migrations have not run: a half-made store
+    os.kill(os.getpid(), signal.SIGKILL)
+
+db_utils._upgrade_db = killed
+project = __import__("pathlib").Path(sys.argv[1])
+_backend.client(_backend.embedded_uri(project), project)
+"""
+
+
+def test_a_store_killed_while_being_created_is_not_left_half_made(project: Path) -> None:
+    """Killed inside MLflow's migrations: no ``mlflow.db`` at all (it is made under a temporary
+    name and renamed), so the next start creates a whole one instead of refusing a broken one."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_MIGRATING, str(project)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == -9, done.stderr
+    folder = project / ".crispml"
+    assert not (folder / "mlflow.db").exists()
+    assert [p.name for p in folder.glob("mlflow.db.creating-*")]  # what the killed process left
+
     from crispml_mlflow import _backend
 
-    uri = _backend.embedded_uri(project)
-    _backend.client(uri, project)
-    files = sorted(p.name for p in (project / ".crispml").iterdir())
-    assert files == ["mlflow.db", "mlflow.db.lock"], files
-    _backend.check_sqlite(project / ".crispml" / "mlflow.db")
+    _backend.client(_backend.embedded_uri(project), project).search_experiments()
+    assert sorted(p.name for p in folder.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
+    _backend.check_sqlite(folder / "mlflow.db")
