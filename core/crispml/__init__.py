@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
+    from crispml.manifest import Attempt, Manifest, StageRecord
     from crispml.models import load_model
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         TrainedModel,
         ValidationReport,
     )
+    from crispml.runner_api import finish_run, run_stage, start_run
     from crispml.runs import RunResult, check, resume, run
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
     from crispml.tables import print_json, print_rows
@@ -82,6 +84,9 @@ _LAZY = {
     "Result": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
+    "finish_run": "crispml.runner_api",
+    "run_stage": "crispml.runner_api",
+    "start_run": "crispml.runner_api",
     "RunResult": "crispml.runs",
     "check": "crispml.runs",
     "resume": "crispml.runs",
@@ -94,6 +99,9 @@ _LAZY = {
     "load_model": "crispml.models",
     "print_json": "crispml.tables",
     "print_rows": "crispml.tables",
+    "Attempt": "crispml.manifest",
+    "Manifest": "crispml.manifest",
+    "StageRecord": "crispml.manifest",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
 }

@@ -238,7 +238,7 @@ def after_run(options: TrackingOptions, context: RunContext, status: str, error:
         if found is None:
             return
         client, run_id = found
-        manifest = scrub(context.manifest())
+        manifest = scrub(context.manifest().to_dict())
         tags = [RunTag("crispml.outcome", status)]
         if manifest.get("rejection"):
             tags.append(RunTag("crispml.rejection", _text(manifest["rejection"], MAX_TAG)))
