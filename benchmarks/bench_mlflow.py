@@ -56,7 +56,10 @@ def timed(fn: Any) -> float:
 def fresh_process(code: str, cwd: Path) -> float:
     """Wall time of a fresh Python process running ``code`` (it prints its own timing)."""
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     if done.returncode != 0:
@@ -118,7 +121,9 @@ def main() -> None:
         )
         pinned = fresh_process(
             LOG_AND_REGISTER.format(
-                csv=csv, db="pinned.db", name="bench_pinned",
+                csv=csv,
+                db="pinned.db",
+                name="bench_pinned",
                 extra=', pip_requirements=[f"mlflow=={mlflow.__version__}", '
                 'f"scikit-learn=={sklearn.__version__}"], serialization_format="cloudpickle"',
             ),
@@ -127,7 +132,9 @@ def main() -> None:
         figures["log+register, MLflow defaults (fresh process)"] = f"{default:.2f} s"
         figures["log+register, pinned requirements (fresh process)"] = f"{pinned:.2f} s"
         register_recipe = recipe_file(
-            project, "register.yaml", tracking=["mlflow"],
+            project,
+            "register.yaml",
+            tracking=["mlflow"],
             register={"use": "mlflow", "model_name": "churn", "compare_on": "roc_auc"},
         )
         first_register = fresh_process(
@@ -150,7 +157,8 @@ def main() -> None:
         for i in range(args.repeat * 2):
             c = 1.0 if i % 2 == 0 else 0.01
             r = crispml.run(
-                register_recipe, use_cache=False,
+                register_recipe,
+                use_cache=False,
                 overrides=[f"train.params.C={c}", f"train.params.max_iter={501 + i}"],
             )
             assert r.status in ("succeeded", "rejected"), r.error
@@ -158,9 +166,7 @@ def main() -> None:
             assert version not in seen, f"repeat {i} did not register a new version ({version})"
             seen.add(version)
             durations.append(next(s["duration"] for s in r.manifest["stages"] if s["name"] == "register"))
-        figures["register stage (log, register, gate), median"] = (
-            f"{statistics.median(durations) * 1000:.0f} ms"
-        )
+        figures["register stage (log, register, gate), median"] = f"{statistics.median(durations) * 1000:.0f} ms"
         from crispml_mlflow import _backend, _champion, _listing, _tags
 
         uri = _backend.embedded_uri(project)
@@ -179,8 +185,11 @@ def main() -> None:
         existing = len(versions)
         for i in range(100 - existing):
             client.create_model_version(
-                "churn", source.source, run_id=source.run_id,
-                tags={"crispml.metric.roc_auc": str(0.7 + i / 1000)}, model_id=source.model_id,
+                "churn",
+                source.source,
+                run_id=source.run_id,
+                tags={"crispml.metric.roc_auc": str(0.7 + i / 1000)},
+                model_id=source.model_id,
             )
         assert len(client.search_model_versions("name='churn'", max_results=1000)) == 100
         t_api = statistics.median(timed(lambda: _listing.list_models(client)) for _ in range(args.repeat))

@@ -22,13 +22,16 @@ if TYPE_CHECKING:
     from crispml.declarations import Backend, Declaration, ExistingPath, Options, RetrainPolicy
     from crispml.durations import parse_duration
     from crispml.errors import (
+        BackendError,
         CrispmlError,
+        ExitCode,
         MissingBackendError,
         PluginError,
         RecipeError,
         StageError,
         UsageError,
         clip,
+        one_line,
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from crispml.runner_api import finish_run, run_stage, start_run
     from crispml.runs import RunResult, check, resume, run
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
+    from crispml.tables import print_json, print_rows
 
 _LAZY = {
     "RunContext": "crispml.context",
@@ -66,7 +70,10 @@ _LAZY = {
     "parse_duration": "crispml.durations",
     "MonitorResult": "crispml.monitoring",
     "monitor": "crispml.monitoring",
+    "BackendError": "crispml.errors",
     "CrispmlError": "crispml.errors",
+    "ExitCode": "crispml.errors",
+    "one_line": "crispml.errors",
     "MissingBackendError": "crispml.errors",
     "PluginError": "crispml.errors",
     "RecipeError": "crispml.errors",
@@ -113,6 +120,8 @@ _LAZY = {
     "PREDICTION_LOG_SCHEMA": "crispml.predictions",
     "Session": "crispml._session",
     "session": "crispml._session",
+    "print_json": "crispml.tables",
+    "print_rows": "crispml.tables",
     "Attempt": "crispml.manifest",
     "Manifest": "crispml.manifest",
     "StageRecord": "crispml.manifest",

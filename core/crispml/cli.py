@@ -7,7 +7,6 @@ command asked for is not a core one, or when ``--help`` lists them all.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -15,7 +14,10 @@ from typing import Any
 import click
 
 from crispml._version import __version__
-from crispml.errors import EXIT_FAILED, EXIT_USAGE, MESSAGE_LIMIT, CrispmlError, clip
+from crispml.errors import EXIT_USAGE, MESSAGE_LIMIT, CrispmlError, ExitCode, clip, one_line
+from crispml.tables import console as _console
+from crispml.tables import print_json as _print_json
+from crispml.tables import print_rows
 
 _CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init", "monitor")
 
@@ -50,22 +52,9 @@ class _Group(click.Group):
 def cli() -> None:
     """crispml: ML lifecycle recipes with quality gates, on real backends.
 
-    Exit codes: 0 succeeded, 1 failed, 2 usage or recipe error, 3 rejected by a gate.
+    Exit codes (crispml.ExitCode): 0 succeeded, 1 failed, 2 usage or recipe error, 3 rejected
+    by a gate.
     """
-
-
-def _console() -> Any:
-    """A rich console for tables: the terminal's width, or a wide one when output is piped."""
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=160)
-    return console
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
 
 
 # -- plugins -------------------------------------------------------------------------------
@@ -87,33 +76,38 @@ def plugins(recipe: str | None, as_json: bool) -> None:
 
         check_recipe(recipe, plugins=loaded)
     infos = loaded.describe()
-    if as_json:
-        _print_json([i.as_json() for i in infos])
-        return
-    from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("plugin", "version", "source", "provides", "hooks", "backend"):
-        table.add_column(column)
-    for info in infos:
-        if info.error:
-            table.add_row(info.name, info.version or "", info.source, "", "", f"[red]failed to load: {info.error}[/]")
-            continue
+    def provides(info: Any) -> str:
         decl = info.declaration
-        provides = []
-        if decl is not None:
-            provides = sorted(decl.stages) + (["tracker"] if decl.tracker else []) + (["runner"] if decl.runner else [])
-        backend = []
-        for b in decl.backends if decl else ():
+        if info.error or decl is None:
+            return ""
+        roles = (["tracker"] if decl.tracker else []) + (["runner"] if decl.runner else [])
+        return ", ".join(sorted(decl.stages) + roles)
+
+    def backend(info: Any) -> str:
+        if info.error:
+            return f"[red]failed to load: {info.error}[/]"
+        cells = []
+        for b in info.declaration.backends if info.declaration else ():
             version = b.version()
-            backend.append(
+            cells.append(
                 f"{b.distribution} {version}" if b.installed() and version else f"[red]missing: {b.install_hint()}[/]"
             )
-        hooks = [h.removeprefix("crispml_") for h in info.hooks]
-        table.add_row(
-            info.name, info.version or "", info.source, ", ".join(provides), ", ".join(hooks), ", ".join(backend) or "-"
-        )
-    _console().print(table)
+        return ", ".join(cells) or "-"
+
+    print_rows(
+        infos,
+        {
+            "plugin": lambda i: i.name,
+            "version": lambda i: i.version or "",
+            "source": lambda i: i.source,
+            "provides": provides,
+            "hooks": lambda i: "" if i.error else ", ".join(h.removeprefix("crispml_") for h in i.hooks),
+            "backend": backend,
+        },
+        as_json=as_json,
+        json_value=[i.as_json() for i in infos],
+    )
 
 
 # -- run, check, resume ----------------------------------------------------------------------
@@ -254,30 +248,23 @@ def runs(as_json: bool, limit: int) -> None:
         }
         for m in manifests
     ]
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        click.echo("no runs yet (crispml run RECIPE)")
-        return
-    from rich.table import Table
-
     marks = {"succeeded": "✓", "cached": "↺", "rejected": "✗", "failed": "!", "skipped": "-"}
-    table = Table(box=None, pad_edge=False)
-    for column in ("run", "recipe", "status", "started", "time", "data", "stages"):
-        table.add_column(column, no_wrap=column in ("run", "status", "started"))
-    for r in rows:
-        table.add_row(
-            r["run_id"],
-            r["recipe"],
-            r["status"],
-            r["started"][:19].replace("T", " "),
-            f"{r['duration']:.2f}s" if r["duration"] is not None else "",
-            (r["data"] or "")[:12],
-            " ".join(f"{k}{marks.get(v, '?')}" for k, v in r["stages"].items()),
-        )
-    table.caption = "✓ succeeded  ↺ cached  ✗ rejected  ! failed  - skipped"
-    _console().print(table)
+    print_rows(
+        rows,
+        {
+            "run": "run_id",
+            "recipe": "recipe",
+            "status": "status",
+            "started": lambda r: r["started"][:19].replace("T", " "),
+            "time": lambda r: f"{r['duration']:.2f}s" if r["duration"] is not None else "",
+            "data": lambda r: (r["data"] or "")[:12],
+            "stages": lambda r: " ".join(f"{k}{marks.get(v, '?')}" for k, v in r["stages"].items()),
+        },
+        as_json=as_json,
+        empty="no runs yet (crispml run RECIPE)",
+        caption="✓ succeeded  ↺ cached  ✗ rejected  ! failed  - skipped",
+        no_wrap=("run", "status", "started"),
+    )
 
 
 @cli.command()
@@ -369,10 +356,11 @@ def main(argv: list[str] | None = None) -> None:
         # never get here (a failing stage is an outcome, recorded in the run store).
         if os.environ.get("CRISPML_DEBUG"):
             raise
-        message = clip(" ".join(str(exc).split()), MESSAGE_LIMIT) or "(no message)"
-        click.echo(f"crispml: error: {type(exc).__name__}: {message} (CRISPML_DEBUG=1 shows the traceback)", err=True)
-        sys.exit(EXIT_FAILED)
-    sys.exit(0)
+        click.echo(
+            f"crispml: error: {type(exc).__name__}: {one_line(exc)} (CRISPML_DEBUG=1 shows the traceback)", err=True
+        )
+        sys.exit(ExitCode.FAILED)
+    sys.exit(ExitCode.SUCCEEDED)
 
 
 if __name__ == "__main__":

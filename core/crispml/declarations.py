@@ -134,6 +134,16 @@ class Backend:
     def install_hint(self) -> str:
         return f"pip install 'crispml[{self.extra}]'" if self.extra else f"pip install {self.distribution}"
 
+    def require(self, who: str) -> None:
+        """Raise :class:`~crispml.MissingBackendError` naming the extra unless installed: for a
+        plugin's command or hook that needs its backend outside a checked recipe."""
+        if not self.installed():
+            from crispml.errors import MissingBackendError
+
+            raise MissingBackendError(
+                f"{who} needs {self.distribution}, which is not installed: {self.install_hint()}", backend=self
+            )
+
 
 @dataclass(frozen=True)
 class Declaration:

@@ -7,10 +7,46 @@ run store. A gate that says no is not an error at all: it is an outcome (see ``c
 
 from __future__ import annotations
 
-EXIT_SUCCEEDED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_REJECTED = 3
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crispml.declarations import Backend
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every ``crispml`` command, core and plugin alike: one meaning each."""
+
+    SUCCEEDED = 0
+    """Done; for a run, every stage passed its gates."""
+    FAILED = 1
+    """Something broke (a backend, a stage): the run is recorded as failed."""
+    USAGE = 2
+    """The user asked for something that cannot be done as asked; nothing ran or changed."""
+    REJECTED = 3
+    """A quality gate said no (a metric, the champion comparison, a smoke test): an outcome."""
+
+
+EXIT_SUCCEEDED = ExitCode.SUCCEEDED
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
+EXIT_REJECTED = ExitCode.REJECTED
+
+_ONE_LINE_LIMIT = 300
+
+
+def one_line(error: BaseException | str, *, limit: int = _ONE_LINE_LIMIT) -> str:
+    """A (backend's, often multi-line) error message on one line, cut to a readable length.
+
+    What crispml prints of an exception it did not raise itself: whitespace and newlines
+    collapsed, at most ``limit`` characters, never empty."""
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text or "(no message)"
+
 
 MESSAGE_LIMIT = 400
 """The longest message a user's mistake prints (values in it are cut first, see :func:`clip`)."""
@@ -73,12 +109,43 @@ class RecipeError(UsageError):
         )
 
 
+class BackendError(CrispmlError):
+    """A backend failed inside a plugin's command: one line ``what: Type: message``, exit 1.
+
+    ``raise BackendError.of("bentoml build", exc) from None`` in a command; the CLI prints it
+    as ``crispml: error: ...`` without a traceback. (An exception a command lets escape is
+    printed the same way, with its type, by ``crispml.cli.main``.)"""
+
+    @classmethod
+    def of(cls, what: str, error: BaseException | str) -> BackendError:
+        kind = f"{type(error).__name__}: " if isinstance(error, BaseException) else ""
+        return cls(f"{what}: {kind}{one_line(error)}")
+
+
 class PluginError(CrispmlError):
     """A plugin could not be loaded or broke its contract."""
 
 
-class MissingBackendError(UsageError):
-    """A plugin's backend library is not installed; the message names the extra to install."""
+class MissingBackendError(RecipeError):
+    """A step's plugin needs a library that is not installed; the message names the extra to
+    install (``pip install 'crispml[feast]'``). A recipe error: exit 2, nothing has run."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: Backend | None = None,
+        field: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.backend = backend
+        super().__init__(message, field=field, file=file, line=line)
+
+    def located(self, file: str | None, line: int | None) -> MissingBackendError:
+        return MissingBackendError(
+            self.message, backend=self.backend, field=self.field, file=self.file or file, line=self.line or line
+        )
 
 
 class StageError(CrispmlError):

@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from crispml._yaml import line_of, load_with_lines
-from crispml.declarations import Declaration, Options
-from crispml.errors import PluginError, RecipeError, clip
+from crispml.declarations import Backend, Declaration, Options
+from crispml.errors import MissingBackendError, PluginError, RecipeError, clip
 from crispml.gates import Gate
 from crispml.plugins import Plugins
 from crispml.recipe import Recipe, describe_error
@@ -89,17 +89,19 @@ class _Locator:
         except Exception:
             return {}
 
-    def error(self, path: tuple[Any, ...], message: str) -> RecipeError:
+    def error(self, path: tuple[Any, ...], message: str, *, backend: Backend | None = None) -> RecipeError:
+        """A recipe error at ``path``; a :class:`MissingBackendError` when ``backend`` is missing."""
         field = tuple(str(p) for p in path)
+        file: str | None
+        line: int | None
         if any(field[: len(o)] == o or o[: len(field)] == field for o in self.overridden):
-            return RecipeError(message, field=".".join(field), file="--set")
-        lines = self._lines()
-        return RecipeError(
-            message,
-            field=".".join(str(p) for p in path),
-            file=self.file,
-            line=line_of(lines, path) if lines else None,
-        )
+            file, line = "--set", None
+        else:
+            lines = self._lines()
+            file, line = self.file, (line_of(lines, path) if lines else None)
+        if backend is not None:
+            return MissingBackendError(message, backend=backend, field=".".join(field), file=file, line=line)
+        return RecipeError(message, field=".".join(field), file=file, line=line)
 
 
 def _validate_options(
@@ -225,6 +227,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
             raise where.error(
                 (stage, "use"),
                 f"plugin '{step.use}' needs {backend.distribution}, which is not installed: {backend.install_hint()}",
+                backend=backend,
             )
         options = _validate_options(
             decl.stages[stage],
@@ -263,6 +266,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
             raise where.error(
                 ("tracking", name),
                 f"tracker '{name}' needs {backend.distribution}: {backend.install_hint()}",
+                backend=backend,
             )
         trackers[name] = _validate_options(decl.tracker, raw, ("tracking", name), where, recipe_dir)
 
@@ -272,7 +276,9 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
     if rdecl.runner is None:
         raise where.error(("runner",), f"plugin '{runner}' is not a runner")
     for backend in rdecl.missing_backends():
-        raise where.error(("runner",), f"runner '{runner}' needs {backend.distribution}: {backend.install_hint()}")
+        raise where.error(
+            ("runner",), f"runner '{runner}' needs {backend.distribution}: {backend.install_hint()}", backend=backend
+        )
     # The runner sees the steps too (``info.context["steps"]``): per-stage options name stages.
     runner_options = _validate_options(
         rdecl.runner, recipe.runner.options, ("runner",), where, recipe_dir, {s.stage: s.options for s in steps}

@@ -25,14 +25,13 @@ from crispml_bentoml import _state
 if TYPE_CHECKING:
     from crispml import Session
 
-EXIT_REJECTED = 3
 BUILD_TIMEOUT_ENV = "CRISPML_BENTOML_BUILD_TIMEOUT"
 """Seconds ``bentoml build`` and ``bentoml export`` may take each (default 600)."""
 
 
 def _bentoml(args: list[str], *, cwd: Path, project: Path, what: str) -> str:
     """Run ``bentoml ARGS`` (the project's store, no telemetry); its stdout, or a one-line error."""
-    from crispml import CrispmlError, UsageError
+    from crispml import BackendError, CrispmlError, UsageError
     from crispml_bentoml._process import backend_env
 
     raw = os.environ.get(BUILD_TIMEOUT_ENV, "600")
@@ -54,10 +53,10 @@ def _bentoml(args: list[str], *, cwd: Path, project: Path, what: str) -> str:
             f"{what} did not finish within {timeout:g} s (stopped; set {BUILD_TIMEOUT_ENV} to allow more)"
         ) from None
     except OSError as exc:
-        raise CrispmlError(f"{what}: cannot run bentoml: {exc}") from None
+        raise BackendError.of(f"{what}: cannot run bentoml", exc) from None
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
-        raise CrispmlError(f"{what} failed: {detail[-1].strip() if detail else f'exit code {done.returncode}'}")
+        raise BackendError.of(f"{what} failed", detail[-1] if detail else f"exit code {done.returncode}")
     return done.stdout
 
 
@@ -141,7 +140,9 @@ def deploy(
                 f"at {record['url']}",
                 err=True,
             )
-        sys.exit(EXIT_REJECTED)
+        from crispml import ExitCode
+
+        sys.exit(ExitCode.REJECTED)
     record = outcome.record or {}
     if not outcome.changed:
         click.echo(f"{settings.name}: already serving {label} at {record.get('url')}")
@@ -185,26 +186,22 @@ def _rows(project: Path) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def deployments(as_json: bool) -> None:
     """Deployments (bentoml): model version, URL, pid, status (up, down, unhealthy), since."""
-    rows = _rows(_project())
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no deployments (deploy one: crispml deploy churn@champion)")
-        return
-    from rich.console import Console
-    from rich.table import Table
+    from crispml import print_rows
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "model", "url", "pid", "status", "since"):
-        table.add_column(column)
     colours = {"up": "green", "down": "red", "unhealthy": "yellow"}
-    for row in rows:
-        colour = colours.get(row["status"], "white")
-        table.add_row(
-            row["name"], row["model"], row["url"], str(row["pid"]), f"[{colour}]{row['status']}[/]", str(row["since"])
-        )
-    Console(highlight=False).print(table)
+    print_rows(
+        _rows(_project()),
+        {
+            "name": "name",
+            "model": "model",
+            "url": "url",
+            "pid": "pid",
+            "status": lambda row: f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
+            "since": "since",
+        },
+        as_json=as_json,
+        empty="no deployments (deploy one: crispml deploy churn@champion)",
+    )
 
 
 @click.command()

@@ -43,6 +43,14 @@ class TrackingServerError(CrispmlError):
     """The MLflow tracking server did not answer (or answered with an error)."""
 
 
+class StoreError(CrispmlError):
+    """The embedded MLflow store is empty, truncated or corrupt: a backend failure (exit 1) that
+    names the file, never a fresh registry silently put in its place."""
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def mlflow() -> ModuleType:
     """Import MLflow with telemetry off and its INFO chatter quiet."""
     import mlflow as _mlflow
@@ -130,25 +138,79 @@ def lock_path(project_dir: Path, what: str) -> Path:
 
 
 def _init_sqlite(uri: str, project_dir: Path) -> None:
-    """Create (or migrate) a SQLite store once, under a lock: two processes starting at once
-    would otherwise both run the migrations. The store's default artifact root is set here so
-    that MLflow's default experiment does not create ``./mlruns`` in the working directory."""
+    """Create (or check) a SQLite store once per process, under a lock: two processes starting
+    at once would otherwise both run the migrations.
+
+    A new store is migrated under a temporary name and renamed into place, so ``mlflow.db``
+    either does not exist or is complete: an existing one that is empty, or not a readable
+    MLflow store, was damaged after the fact and is refused (``check_sqlite``) rather than
+    replaced by an empty registry whose first model would become champion. The store's default
+    artifact root is set here so that MLflow's default experiment does not create ``./mlruns``
+    in the working directory."""
     if uri in _INITIALISED:
         return
     db = sqlite_path(uri)
     assert db is not None
     db.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(db.with_name(db.name + ".lock")), warnings.catch_warnings():
-        # Whoever created the store did so under this lock: once it exists, it is complete
-        # (MlflowClient still checks its schema version when it opens it).
-        if not (db.exists() and db.stat().st_size > 0):
+        if db.exists():
+            check_sqlite(db)
+        else:
             warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
             mlflow()
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-            store = SqlAlchemyStore(uri, artifact_root(uri, project_dir))
-            store.engine.dispose()
+            for leftover in db.parent.glob(f"{db.name}.creating-*"):
+                leftover.unlink(missing_ok=True)  # a creator killed before its rename (we hold the lock)
+            creating = db.with_name(f"{db.name}.creating-{os.getpid()}")
+            try:
+                store = SqlAlchemyStore(f"sqlite:///{creating}", artifact_root(uri, project_dir))
+                store.engine.dispose()
+                os.replace(creating, db)
+            finally:
+                creating.unlink(missing_ok=True)
     _INITIALISED.add(uri)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it from here: relative when under the working directory."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def check_sqlite(db: Path) -> None:
+    """Refuse, in one line naming the file, an embedded store that is empty, not SQLite,
+    truncated or corrupt, or not MLflow's: whatever crispml would do with it next (read a
+    champion, register a first model) would be wrong."""
+    where = _shown(db)
+    restore = "restore it from a backup, or move it aside to start a new, empty registry"
+    if db.stat().st_size == 0:
+        raise StoreError(
+            f"mlflow: {where} is empty (0 bytes), not an MLflow store; crispml will not start a new registry "
+            f"over it (its first model would become champion): {restore}"
+        )
+    with db.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StoreError(f"mlflow: {where} is not an SQLite database (corrupt or overwritten): {restore}")
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(str(problem).splitlines()[0])
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise  # busy, not damaged: an ordinary backend failure
+        raise StoreError(f"mlflow: {where} is corrupt or truncated ({exc}): {restore}") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"mlflow: {where} is corrupt or truncated ({exc}): {restore}") from None
+    if not {"alembic_version", "experiments", "registered_models"} <= tables:
+        raise StoreError(f"mlflow: {where} is an SQLite database but not an MLflow store: {restore}")
 
 
 def client(uri: str, project_dir: Path, *, timeout: int = 10, max_retries: int = 1) -> Any:
@@ -175,14 +237,8 @@ def check_reachable(mlflow_client: Any, uri: str, timeout: int, max_retries: int
     except Exception as exc:
         raise TrackingServerError(
             f"mlflow: the tracking server at {safe_uri(uri)} did not answer "
-            f"(timeout {timeout}s, {max_retries} retries): {_short(exc)}"
+            f"(timeout {timeout}s, {max_retries} retries): {crispml.one_line(exc)}"
         ) from None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    return first[:300]
 
 
 def user() -> str:

@@ -7,7 +7,6 @@ store (``.crispml/mlflow.db``).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -56,33 +55,26 @@ def add_commands(cli: click.Group) -> None:
 @_URI
 def models(as_json: bool, tracking_uri: str | None) -> None:
     """Registered models (mlflow): versions, aliases and their metrics."""
+    from crispml import print_rows
     from crispml_mlflow._listing import list_models
 
     found = _connect(tracking_uri)
-    rows = list_models(found[0]) if found is not None else []
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no registered models yet (add a register step: {use: mlflow, model_name: ...})")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("model", "version", "aliases", "metrics", "run", "created"):
-        table.add_column(column)
-    for model in rows:
-        for v in model["versions"]:
-            table.add_row(
-                model["name"],
-                v["version"],
-                ", ".join(v["aliases"]),
-                "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())),
-                v["crispml_run_id"] or "",
-                v["created"].replace("T", " ")[:19],
-            )
-    Console(highlight=False).print(table)
+    models = list_models(found[0]) if found is not None else []
+    rows = [{"model": m["name"], **v} for m in models for v in m["versions"]]
+    print_rows(
+        rows,
+        {
+            "model": "model",
+            "version": "version",
+            "aliases": lambda v: ", ".join(v["aliases"]),
+            "metrics": lambda v: "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())),
+            "run": "crispml_run_id",
+            "created": lambda v: v["created"].replace("T", " ")[:19],
+        },
+        as_json=as_json,
+        json_value=models,
+        empty="no registered models yet (add a register step: {use: mlflow, model_name: ...})",
+    )
 
 
 @click.command()

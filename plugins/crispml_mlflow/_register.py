@@ -8,12 +8,11 @@ both register one identical model.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from crispml import Dataset, Evaluation, ModelVersion, RunContext, TrainedModel, UsageError
-from crispml_mlflow import _backend, _tracking
-from crispml_mlflow._champion import set_champion
+from crispml_mlflow import _backend, _journal, _tracking
+from crispml_mlflow._champion import REPLACED_TAGS, before, set_champion, undo_after_failure
 from crispml_mlflow._log_model import log_model
 from crispml_mlflow._tags import (
     CHALLENGER,
@@ -21,6 +20,7 @@ from crispml_mlflow._tags import (
     METRIC_TAG,
     MODEL_TAG,
     champion_of,
+    history_tag,
     lock_for,
     not_found,
     timestamp,
@@ -63,6 +63,9 @@ def register(
     # The lookup of an already registered identical model, the logging and the gate all run under
     # the per-model lock: two runs of one unchanged model at once cannot both register it.
     with _backend.file_lock(lock_for(context.project_dir, uri, options.model_name)):
+        # A registration of this model cut off earlier (kill -9, a lost connection) is finished
+        # or undone first: what follows reads a registry whose aliases and tags agree.
+        _journal.reconcile(client, options.model_name)
         # The same trained model (same train-stage fingerprint: data, options, code) registered
         # before is not registered again: re-running an unchanged recipe is not a new challenger,
         # and it passes only if that version is the champion.
@@ -211,13 +214,28 @@ def _register_and_decide(
     for key, val in (evaluation.metrics if evaluation else {}).items():
         tags[METRIC_TAG + key] = repr(float(val))
 
-    # Called under the per-model lock (see ``register``).
+    # Called under the per-model lock (see ``register``). Before the first write, a pending-move
+    # record says what is about to change (``_journal``): a kill at any later write is finished or
+    # undone by the next register, promote or rollback of this model.
     _ensure_registered_model(client, name)
-    mv = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
-    version = str(mv.version)
+    token = _journal.new_token()
+    tags[_journal.REGISTRATION] = token
+    champion = champion_of(client, name)
+    model_aliases = client.get_registered_model(name).aliases or {}
+    challenger_before = model_aliases.get(CHALLENGER)
+    touched = {} if champion is None else {str(champion.version): before(champion, REPLACED_TAGS)}
+    record = {
+        "op": "register",
+        "token": token,
+        "run": context.run_id,
+        "challenger": None if challenger_before is None else str(challenger_before),
+        "tags": touched,
+    }
+    _journal.begin(client, name, record, history_tag(client, name))
     try:
+        mv = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
+        version = str(mv.version)
         client.set_registered_model_alias(name, CHALLENGER, version)
-        champion = champion_of(client, name)
         rejection: str | None = None
         metrics: dict[str, float] = {}
         if value is not None and metric is not None:
@@ -248,18 +266,17 @@ def _register_and_decide(
                 )
                 if not promote:
                     rejection = f"challenger version {version}: {reason}"
-        client.set_model_version_tag(
-            name, version, "crispml.decision", ("promoted: " if promote else "kept: ") + reason
-        )
+        decision = ("promoted: " if promote else "kept: ") + reason
+        client.set_model_version_tag(name, version, _journal.DECISION, decision)
         if promote:
-            # The last write of the gate; it undoes its own writes if one fails, so the
-            # previous champion stays champion.
-            set_champion(client, name, version, reason, by=_backend.user(), run=context.run_id)
+            # The alias moves last of all: until it does, the previous champion is champion.
+            by = _backend.user()
+            set_champion(client, name, version, reason, by=by, run=context.run_id, previous=champion, journaled=True)
+        _journal.end(client, name)
     except BaseException:
-        # Nothing half-registered: a version whose gate did not complete is removed (it never
-        # became champion: ``set_champion`` moves the alias last and undoes itself on failure).
-        with contextlib.suppress(Exception):
-            client.delete_model_version(name, version)
+        # Nothing half-registered: the change is undone now (the version removed, the tags and
+        # aliases it touched put back), or, if the registry stopped answering, by the next writer.
+        undo_after_failure(client, name)
         raise
     aliases = [CHALLENGER] + ([CHAMPION] if promote else [])
     return ModelVersion(
