@@ -16,7 +16,7 @@ from crispml._version import __version__
 if TYPE_CHECKING:
     from crispml._redact import flatten, redact
     from crispml.context import RunContext
-    from crispml.declarations import Backend, Declaration, ExistingPath, Options
+    from crispml.declarations import Backend, Declaration, ExistingPath, Options, Secret
     from crispml.errors import (
         CrispmlError,
         MissingBackendError,
@@ -51,6 +51,7 @@ _LAZY = {
     "Declaration": "crispml.declarations",
     "ExistingPath": "crispml.declarations",
     "Options": "crispml.declarations",
+    "Secret": "crispml.declarations",
     "CrispmlError": "crispml.errors",
     "MissingBackendError": "crispml.errors",
     "PluginError": "crispml.errors",

@@ -64,17 +64,19 @@ class ConsoleReporter:
             self._status.start()
 
     @hookimpl
-    def crispml_after_stage(self, stage: str, plugin: str, status: str, result: Result, duration: float) -> None:
+    def crispml_after_stage(
+        self, stage: str, plugin: str, status: str, result: Result, duration: float, context: RunContext
+    ) -> None:
         self._stop()
         note = _brief(result)
         if status == "rejected" and result.rejection:
             note = result.rejection
-        self._line(stage, plugin, status, duration, note)
+        self._line(stage, plugin, status, duration, context.redact(note))
 
     @hookimpl
-    def crispml_on_stage_error(self, stage: str, plugin: str, error: BaseException) -> None:
+    def crispml_on_stage_error(self, stage: str, plugin: str, error: BaseException, context: RunContext) -> None:
         self._stop()
-        self._line(stage, plugin, "failed", None, f"{type(error).__name__}: {error}")
+        self._line(stage, plugin, "failed", None, context.redact(f"{type(error).__name__}: {error}"))
 
     @hookimpl
     def crispml_after_run(self, context: RunContext, status: str) -> None:
@@ -84,7 +86,7 @@ class ConsoleReporter:
             if record["status"] == "skipped":
                 self._line(record["name"], record["plugin"], "skipped", None, "")
         _, color = _STYLE.get(status, ("", "white"))
-        why = manifest.get("rejection") or manifest.get("error") or ""
+        why = context.redact(manifest.get("rejection") or manifest.get("error") or "")
         self.console.print(
             f"[{color}]run {status}[/] in {manifest.get('duration') or 0:.2f}s"
             + (f": {why}" if why else "")

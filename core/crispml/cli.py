@@ -224,10 +224,12 @@ def runs(as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON.")
 def show(run_id: str, as_json: bool) -> None:
     """Show one run: outcome, stages, data, versions."""
+    from crispml._redact import redact
     from crispml.runs import run_state
     from crispml.store import RunStore, find_project
 
-    manifest = RunStore(find_project()).read_manifest(run_id)
+    # Manifests are written redacted; this also covers ones written before secrets were declared.
+    manifest = redact(RunStore(find_project()).read_manifest(run_id))
     if as_json:
         _print_json(manifest)
         return
@@ -310,7 +312,9 @@ def main(argv: list[str] | None = None) -> None:
         # never get here (a failing stage is an outcome, recorded in the run store).
         if os.environ.get("CRISPML_DEBUG"):
             raise
-        message = " ".join(str(exc).split()) or "(no message)"
+        from crispml._redact import mask_urls
+
+        message = mask_urls(" ".join(str(exc).split())) or "(no message)"
         click.echo(f"crispml: error: {type(exc).__name__}: {message} (CRISPML_DEBUG=1 shows the traceback)", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(0)

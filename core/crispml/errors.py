@@ -43,13 +43,16 @@ class RecipeError(UsageError):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
+        # A URL's password never reaches the terminal, whichever value an error echoes.
+        from crispml._redact import mask_urls
+
         where = ""
         if self.file:
             where = self.file + (f":{self.line}" if self.line else "") + ": "
         elif self.line:
             where = f"line {self.line}: "
         field = f"{self.field}: " if self.field else ""
-        return f"{where}{field}{self.message}"
+        return mask_urls(f"{where}{field}{self.message}")
 
     def located(self, file: str | None, line: int | None) -> RecipeError:
         """The same error, placed in a file (and line) once the caller knows them."""

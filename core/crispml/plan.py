@@ -19,7 +19,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from crispml._redact import redact
 from crispml._version import __version__
 from crispml.context import RunContext
 from crispml.environment import environment
@@ -80,6 +79,7 @@ class RunPlan:
     def _new_manifest(self, overrides: list[str]) -> dict[str, Any]:
         r = self.resolved
         used = {s.plugin for s in r.steps} | set(r.trackers) | {r.runner}
+        recipe = self.context.secrets.recipe(r.recipe.to_dict())
         return {
             "run_id": self.context.run_id,
             "recipe_name": r.recipe.name,
@@ -89,11 +89,11 @@ class RunPlan:
             "duration": None,
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "recipe": redact(r.recipe.to_dict()),
+            "recipe": recipe,
             "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
             "recipe_dir": str(r.recipe_dir),
-            "recipe_hash": hash_json(r.recipe.to_dict()),
-            "overrides": overrides,
+            "recipe_hash": hash_json(recipe),
+            "overrides": self.context.secrets.overrides(overrides, r.recipe.to_dict()),
             "use_cache": self.use_cache,
             "environment": environment(self.context.project_dir, r.backend_distributions()),
             "plugins": {
@@ -117,7 +117,8 @@ class RunPlan:
 
     def save(self) -> None:
         self.manifest["links"] = self.context.links
-        self.store.write_manifest(self.context.run_id, self.manifest)
+        # Written redacted (errors and summaries can echo option values); kept whole in memory.
+        self.store.write_manifest(self.context.run_id, self.context.secrets.manifest(self.manifest))
 
     # -- events --------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crispml._redact import MASK, flatten
+from crispml._redact import has_masked
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
 from crispml.plan import DONE, RunPlan
@@ -116,6 +116,7 @@ def _run(
         recipe_dir=resolved.recipe_dir,
         store=store,
         trackers=dict(resolved.trackers),
+        secrets=resolved.secrets,
     )
     plan = RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
     return _execute(plan)
@@ -135,7 +136,7 @@ def resume(
         raise UsageError(f"run '{run_id}' already ended {manifest['status']}: nothing to resume")
     if manifest["status"] == "running" and _alive(manifest):
         raise UsageError(f"run '{run_id}' is still running (pid {manifest['pid']})")
-    if MASK in flatten(manifest["recipe"]).values():
+    if has_masked(manifest["recipe"]):
         raise UsageError(
             f"run '{run_id}' had secrets written into its recipe (the manifest keeps them masked), so it "
             "cannot be resumed: write secrets as ${env:NAME} and run the recipe again"
@@ -158,6 +159,7 @@ def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunSto
         trackers=dict(resolved.trackers),
         links=dict(manifest.get("links") or {}),
         resumed=True,
+        secrets=resolved.secrets,
     )
     for record in manifest["stages"]:
         if record["status"] not in DONE:

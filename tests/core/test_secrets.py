@@ -1,0 +1,332 @@
+"""Secrets by declaration: what a run writes down and prints never holds a secret.
+
+Each test sets distinctive values, runs a path a secret can take (manifest, overrides,
+``show --json``, terminal, logs, error messages, resume) and greps everything the run left —
+every file under the project, captured output — for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crispml import Declaration, Evaluation, Options, RecipeError, Secret, Step, UsageError, hookimpl, resume
+from crispml._redact import MASK, Redactor, has_masked, mask_urls, redact
+from crispml.testing import plugins_with, run_with
+
+from conftest import basic_recipe
+
+TOKEN = "TOK-S3CR3T-9f1"
+URL_PW = "URLPW-S3CR3T-7c2"
+ENV_VALUE = "ENVVAL-S3CR3T-4d8"
+SECRETS = (TOKEN, URL_PW, ENV_VALUE)
+
+
+def leaks(folder: Path, *texts: str) -> list[str]:
+    """Every file under ``folder`` (as bytes) and every text that holds one of ``SECRETS``."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{s} in {path}" for s in SECRETS if s.encode() in data]
+    for i, text in enumerate(texts):
+        found += [f"{s} in output #{i}" for s in SECRETS if s in text]
+    return found
+
+
+# -- the in-process plugin ------------------------------------------------------------------
+
+
+class SecretOptions(Options):
+    api_token: Secret | None = None
+    headers: dict[str, Secret] = {}
+    dsn: str = ""
+    region: str = "eu"
+    join_key: str = ""
+    primary_key: str = ""
+    key_columns: list[str] = []
+    monkey: str = ""
+    fail: bool = False
+
+
+class Secretive:
+    """An evaluate step with secret and secret-looking options; it echoes them when it fails."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"evaluate": SecretOptions})
+
+    @hookimpl
+    def crispml_evaluate(self, options: SecretOptions, context: Any) -> Evaluation:
+        token = options.api_token.get_secret_value() if options.api_token else ""
+        values = {"token": token, "dsn": options.dsn, "region": options.region}
+        values.update({k: v.get_secret_value() for k, v in options.headers.items()})
+        self.seen.append(values)
+        context.logger("evaluate").warning("connecting with %s", values)
+        if options.fail:
+            raise RuntimeError(f"cannot connect with {values}")
+        return Evaluation(metrics={"score": 1.0})
+
+
+def _run(project: Path, fakes: dict[str, object], sec: Secretive, **options: Any) -> Any:
+    return run_with(basic_recipe(evaluate=Step(use="sec", **options)), project=project, plugins={**fakes, "sec": sec})
+
+
+def _manifest(result: Any) -> dict[str, Any]:
+    return json.loads((result.run_dir / "manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+# -- declared secrets -------------------------------------------------------------------------
+
+
+def test_a_declared_secret_is_masked_and_a_secret_looking_name_is_not(project: Path, fakes: dict[str, object]) -> None:
+    sec = Secretive()
+    result = _run(
+        project,
+        fakes,
+        sec,
+        api_token=TOKEN,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        join_key="customer_id",
+        primary_key="order_id",
+        key_columns=["a", "b"],
+        monkey="banana",
+    )
+    assert result.status == "succeeded" and sec.seen[-1]["token"] == TOKEN
+    evaluate = _manifest(result)["recipe"]["evaluate"]
+    assert evaluate["api_token"] == MASK and evaluate["headers"] == {"Authorization": MASK}
+    assert (evaluate["join_key"], evaluate["primary_key"], evaluate["monkey"]) == ("customer_id", "order_id", "banana")
+    assert evaluate["key_columns"] == ["a", "b"]
+    assert leaks(project) == []
+
+
+def test_secret_looking_names_stay_readable_and_resumable(project: Path, fakes: dict[str, object]) -> None:
+    sec = Secretive()
+    options = {"join_key": "customer_id", "primary_key": "id", "key_columns": ["k1"], "monkey": "m"}
+    failed = _run(project, fakes, sec, fail=True, **options)
+    assert failed.status == "failed"
+    done = resume(failed.run_id, project=project, plugins=plugins_with({**fakes, "sec": sec}))
+    # The plugin fails by option, so resuming runs it again with the same options: still failing,
+    # but it ran (the old name-guessing refused to resume at all).
+    assert done.status == "failed" and len(sec.seen) == 2
+    recipe = _manifest(done)["recipe"]["evaluate"]
+    assert {k: recipe[k] for k in options} == options
+
+
+def test_a_literal_secret_refuses_resume_with_one_clear_line(project: Path, fakes: dict[str, object]) -> None:
+    failed = _run(project, fakes, Secretive(), api_token=TOKEN, fail=True)
+    assert failed.status == "failed"
+    with pytest.raises(UsageError, match=r"cannot be resumed: write secrets as \$\{env:NAME\}") as info:
+        resume(failed.run_id, project=project, plugins=plugins_with({**fakes, "sec": Secretive()}))
+    assert "\n" not in str(info.value) and TOKEN not in str(info.value)
+    assert leaks(project) == []
+
+
+# -- ${env:NAME} -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["api_token", "region"])
+def test_an_env_value_is_never_written_and_the_run_resumes(
+    field: str, project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the field — declared secret or not — the manifest keeps the reference."""
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
+    sec = Secretive()
+    failed = _run(project, fakes, sec, fail=True, **{field: "${env:CRISPML_TEST_VALUE}"})
+    assert failed.status == "failed"
+    manifest = _manifest(failed)
+    assert manifest["recipe"]["evaluate"][field] == "${env:CRISPML_TEST_VALUE}"
+    # The failure echoed the value and the plugin logged it: the manifest shows the reference.
+    assert "${env:CRISPML_TEST_VALUE}" in manifest["error"]
+    assert leaks(project) == []
+    # Resume reads the environment again: the plugin gets the value.
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE + "-rotated")
+    done = resume(failed.run_id, project=project, plugins=plugins_with({**fakes, "sec": sec}))
+    key = "token" if field == "api_token" else field
+    assert sec.seen[-1][key] == ENV_VALUE + "-rotated" and done.manifest["resumes"] == 1
+
+
+def test_an_env_reference_inside_a_url_is_kept_and_its_value_never_written(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISPML_TEST_PW", URL_PW)
+    sec = Secretive()
+    dsn = "postgresql://bob:${env:CRISPML_TEST_PW}@db.example/sales"
+    failed = _run(project, fakes, sec, dsn=dsn, fail=True)
+    assert sec.seen[-1]["dsn"] == f"postgresql://bob:{URL_PW}@db.example/sales"
+    assert _manifest(failed)["recipe"]["evaluate"]["dsn"] == dsn
+    assert leaks(project) == []
+    resume(failed.run_id, project=project, plugins=plugins_with({**fakes, "sec": sec}))
+    assert len(sec.seen) == 2
+
+
+# -- --set ------------------------------------------------------------------------------------
+
+
+def test_set_of_a_declared_secret_is_masked_in_overrides(project: Path, fakes: dict[str, object]) -> None:
+    result = run_with(
+        basic_recipe(evaluate=Step(use="sec")),
+        project=project,
+        plugins={**fakes, "sec": Secretive()},
+        overrides=[f"evaluate.api_token={TOKEN}", "evaluate.region=us", f"evaluate.headers={{X-Key: {TOKEN}}}"],
+    )
+    manifest = _manifest(result)
+    assert manifest["overrides"] == [
+        f"evaluate.api_token={MASK}",
+        "evaluate.region=us",
+        f'evaluate.headers={{"X-Key":"{MASK}"}}',
+    ]
+    assert leaks(project) == []
+
+
+def test_set_with_an_env_reference_keeps_the_reference(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
+    overrides = ["evaluate.api_token=${env:CRISPML_TEST_VALUE}", "evaluate.monkey=${env:CRISPML_TEST_VALUE}"]
+    sec = Secretive()
+    result = run_with(
+        basic_recipe(evaluate=Step(use="sec")), project=project, plugins={**fakes, "sec": sec}, overrides=overrides
+    )
+    assert result.status == "succeeded" and sec.seen[-1]["token"] == ENV_VALUE
+    assert _manifest(result)["overrides"] == overrides
+    assert leaks(project) == []
+
+
+# -- URL passwords ------------------------------------------------------------------------------
+
+
+def test_a_url_password_is_masked_and_the_run_refuses_resume(project: Path, fakes: dict[str, object]) -> None:
+    failed = _run(project, fakes, Secretive(), dsn=f"postgresql://bob:{URL_PW}@db.example/sales", fail=True)
+    manifest = _manifest(failed)
+    assert manifest["recipe"]["evaluate"]["dsn"] == "postgresql://bob:***@db.example/sales"
+    assert leaks(project) == []
+    with pytest.raises(UsageError, match="cannot be resumed"):
+        resume(failed.run_id, project=project, plugins=plugins_with({**fakes, "sec": Secretive()}))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://user:pw@host/db", "postgresql://user:***@host/db"),
+        ("http://u:p@h", "http://u:***@h"),
+        (
+            "see http://u:p@h:8080/x?y=1 and redis://:pw2@127.0.0.1:6379/0",
+            "see http://u:***@h:8080/x?y=1 and redis://:***@127.0.0.1:6379/0",
+        ),
+        ("mysql+pymysql://u:p@ss:w0rd@h/db", "mysql+pymysql://u:***@h/db"),
+        ("postgresql://u:${env:PW}@h/db", "postgresql://u:${env:PW}@h/db"),
+        ("http://host:5000/path", "http://host:5000/path"),
+        ("http://user@host/path", "http://user@host/path"),
+        ("key: value", "key: value"),
+    ],
+)
+def test_mask_urls(text: str, expected: str) -> None:
+    assert mask_urls(text) == expected
+
+
+def test_no_generated_url_password_survives_masking() -> None:
+    """Fuzz: passwords of any printable characters a URL's authority can hold."""
+    rng = random.Random(1234)
+    alphabet = "".join(c for c in string.printable if c not in "/?#" and not c.isspace())
+    for _ in range(2000):
+        password = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
+        if password.startswith("${env:"):
+            continue
+        user = "".join(rng.choice(string.ascii_letters) for _ in range(rng.randint(0, 8)))
+        url = f"{rng.choice(['postgresql', 'http', 's3+x'])}://{user}:{password}@host.example:5432/db"
+        masked = mask_urls(f"failed on {url}: refused")
+        assert masked == f"failed on {url.split('://')[0]}://{user}:***@host.example:5432/db: refused", url
+
+
+# -- redactor rules -------------------------------------------------------------------------------
+
+
+def test_short_secrets_are_masked_only_where_they_stand_alone() -> None:
+    r = Redactor()
+    r.add_env("REGION", "eu")
+    r.add("hunter2")
+    assert r({"a": "eu", "b": "Europe", "c": "pw hunter2!"}) == {"a": "${env:REGION}", "b": "Europe", "c": "pw ***!"}
+
+
+def test_ids_and_digests_are_never_edited() -> None:
+    r = Redactor()
+    r.add("abcd")
+    digest = "0123abcd" * 8
+    assert r.text(digest) == digest
+    assert r.manifest({"run_id": "x-abcd", "stages": [{"name": "s", "fingerprint": digest, "error": "abcd!"}]}) == {
+        "run_id": "x-abcd",
+        "stages": [{"name": "s", "fingerprint": digest, "error": "***!"}],
+    }
+
+
+def test_redact_without_a_run_masks_declared_secrets_and_url_passwords() -> None:
+    from pydantic import SecretStr
+
+    value = {"token": SecretStr(TOKEN), "uri": f"http://u:{URL_PW}@h", "key": "readable"}
+    assert redact(value) == {"token": MASK, "uri": "http://u:***@h", "key": "readable"}
+    assert has_masked(redact(value)) and not has_masked({"key": "readable"})
+
+
+# -- error messages and logs ----------------------------------------------------------------------
+
+
+class Counted(Options):
+    count: int = 1
+    api_token: Secret | None = None
+
+
+class CountedPlugin:
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"evaluate": Counted})
+
+    @hookimpl
+    def crispml_evaluate(self) -> Evaluation:
+        return Evaluation(metrics={"score": 1.0})
+
+
+def test_a_recipe_error_shows_the_env_reference_not_its_value(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
+    recipe = basic_recipe(evaluate=Step(use="cnt", count="${env:CRISPML_TEST_VALUE}"))
+    with pytest.raises(RecipeError) as info:
+        run_with(recipe, project=project, plugins={**fakes, "cnt": CountedPlugin()})
+    assert "evaluate.count: expected a valid integer" in str(info.value)
+    assert "${env:CRISPML_TEST_VALUE}" in str(info.value) and ENV_VALUE not in str(info.value)
+    assert not (project / ".crispml").exists()
+
+
+def test_a_recipe_error_never_echoes_a_declared_secret(project: Path, fakes: dict[str, object]) -> None:
+    recipe = basic_recipe(evaluate=Step(use="cnt", api_token=[TOKEN]))
+    with pytest.raises(RecipeError, match=r"evaluate\.api_token: expected a valid string$") as info:
+        run_with(recipe, project=project, plugins={**fakes, "cnt": CountedPlugin()})
+    assert TOKEN not in str(info.value)
+
+
+def test_a_recipe_error_masks_a_url_password(project: Path, fakes: dict[str, object]) -> None:
+    recipe_text = f"name: t\ntracking: {{mlflow: 'postgresql://u:{URL_PW}@h/db'}}\nload: {{use: table}}\n"
+    (project / "r.yaml").write_text(recipe_text)
+    with pytest.raises(RecipeError) as info:
+        run_with(project / "r.yaml", project=project, plugins=fakes)
+    assert "tracking.mlflow" in str(info.value) and URL_PW not in str(info.value)
+
+
+def test_the_run_logger_masks_secrets(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
+    with caplog.at_level(logging.WARNING, logger="crispml"):
+        _run(project, fakes, Secretive(), api_token=TOKEN, region="${env:CRISPML_TEST_VALUE}")
+    assert "connecting with" in caplog.text
+    assert leaks(project, caplog.text) == []
