@@ -299,5 +299,5 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             text = str(msg) % args if args else str(msg)
         except (TypeError, ValueError):
             text = " ".join(str(a) for a in (msg, *args))
-        kwargs.setdefault("stacklevel", 3)
+        kwargs.setdefault("stacklevel", 2)
         self.logger.log(level, self.redactor.text(text), **kwargs)

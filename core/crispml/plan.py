@@ -250,6 +250,9 @@ class RunPlan:
                 f"expected crispml.{spec.result_type.__name__}"
             )
         if isinstance(result, Dataset):
+            # ``source`` is lineage (shown, stored, sent to trackers): a DSN's password or a
+            # value read from ${env:NAME} must not travel with it.
+            result.source = self.context.redact(result.source)
             result = apply_split(result, self.resolved.recipe.split)
         return result
 
