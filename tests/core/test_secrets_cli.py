@@ -1,7 +1,8 @@
 """Secrets through the real ``crispml`` command: the terminal, ``show``, ``runs``, ``resume``.
 
 A recipe-named plugin module (written into the project) declares a secret option, logs what it
-received and fails with an error that echoes every value. The values are distinctive; the test
+received, names it in its dataset's source and (while ``SECRETSTEPS_FAIL`` is set) fails with an
+error that echoes every value. The values are distinctive; the test
 greps everything the commands printed and every file under the project for them.
 """
 
@@ -34,6 +35,8 @@ def crispml_declare():
 def crispml_load(options, context):
     token = options.api_token.get_secret_value() if options.api_token else ""
     context.logger("load").warning("connecting to %s as %s in %s", options.dsn, token, options.region)
+    if os.environ.get("SECRETSTEPS_FAIL"):
+        raise RuntimeError(f"could not reach {options.dsn} as {token} in {options.region}")
     frame = pd.DataFrame({"x": [float(i) for i in range(20)], "y": [i % 2 for i in range(20)]})
     digest = hashlib.sha256(frame.to_csv().encode()).hexdigest()
     source = f"{options.dsn} {token} {options.region}"
@@ -41,8 +44,7 @@ def crispml_load(options, context):
 
 @hookimpl
 def crispml_train(dataset):
-    if os.environ.get("SECRETSTEPS_FAIL"):
-        raise RuntimeError(f"training could not reach {dataset.source}")
+    assert "://" not in dataset.source or ":***@" in dataset.source or "${env:" in dataset.source
     return TrainedModel(model=1, flavor="test", task="classification", target="y", feature_columns=["x"])
 """
 
@@ -68,7 +70,7 @@ def test_literal_secrets_never_reach_the_terminal_or_the_project(
     ran = crispml_cli("run", "r.yaml", "--set", f"load.api_token={TOKEN}", env=env)
     outputs += [ran.stdout, ran.stderr]
     assert ran.returncode == 1, ran.stderr
-    assert "training could not reach postgresql://bob:***@db.example/x *** ${env:R}" in ran.stderr
+    assert "could not reach postgresql://bob:***@db.example/x as *** in ${env:R}" in ran.stderr
     assert "connecting to postgresql://bob:***@db.example/x as *** in ${env:R}" in ran.stderr  # the log line
     run_id = _run_id(project)
     for args in (("show", run_id, "--json"), ("show", run_id), ("runs",), ("runs", "--json")):
@@ -99,7 +101,7 @@ def test_a_run_whose_secrets_are_env_references_resumes(project: Path, crispml_c
     failed = crispml_cli("run", "r.yaml", "--set", "load.region=${env:R}", env={**env, "SECRETSTEPS_FAIL": "1"})
     outputs += [failed.stdout, failed.stderr]
     assert failed.returncode == 1, failed.stderr
-    assert "training could not reach postgresql://bob:${env:P}@db.example/x ${env:T} ${env:R}" in failed.stderr
+    assert "could not reach postgresql://bob:${env:P}@db.example/x as ${env:T} in ${env:R}" in failed.stderr
     run_id = _run_id(project)
     manifest = json.loads((project / ".crispml" / "runs" / run_id / "manifest.json").read_text())
     assert manifest["overrides"] == ["load.region=${env:R}"]
