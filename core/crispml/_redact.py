@@ -93,13 +93,20 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def has_masked(value: Any) -> bool:
-    """Whether a written-down recipe lost a value to masking (so it cannot be run again as is)."""
+def masked_fields(value: Any, prefix: str = "") -> list[str]:
+    """The fields of a written-down recipe that lost their value to masking (dotted paths): such a
+    recipe cannot be run again as is."""
     if isinstance(value, dict):
-        return any(has_masked(v) for v in value.values())
+        return [f for k, v in value.items() for f in masked_fields(v, f"{prefix}{k}.")]
     if isinstance(value, list | tuple):
-        return any(has_masked(v) for v in value)
-    return isinstance(value, str) and (value == MASK or f":{MASK}@" in value)
+        return [f for i, v in enumerate(value) for f in masked_fields(v, f"{prefix}{i}.")]
+    masked = isinstance(value, str) and (value == MASK or f":{MASK}@" in value)
+    return [prefix.rstrip(".")] if masked else []
+
+
+def has_masked(value: Any) -> bool:
+    """Whether a written-down recipe lost a value to masking."""
+    return bool(masked_fields(value))
 
 
 # Manifest fields that hold no option values: written as they are (ids, times, paths, versions).
@@ -203,7 +210,9 @@ class Redactor:
                 value = node[path[-1]]
                 if not (isinstance(value, str) and ENV_REFERENCE.search(value)) and value is not None:
                     node[path[-1]] = MASK
-        return self(data)  # type: ignore[no-any-return]
+        # By path only, never by value: a literal that happens to equal an ${env:NAME} value
+        # must not turn into the reference (resume would read it from the environment).
+        return _urls_only(data)  # type: ignore[no-any-return]
 
     def overrides(self, overrides: list[str], recipe: dict[str, Any]) -> list[str]:
         """``--set`` strings as they may be written down. One that sets a declared-secret field
@@ -220,13 +229,16 @@ class Redactor:
                     node = node.get(part, MASK) if isinstance(node, dict) else MASK
                 raw = node if isinstance(node, str) else _compact(node)
                 item = f"{key}={raw}"
-            out.append(self.text(item))
+            out.append(mask_urls(item))
         return out
 
     def manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """A run manifest as it may be written: every field that can hold option values (the
         recipe, overrides, data, errors, stage summaries, links) redacted."""
         out = {k: (v if k in _MANIFEST_KEEP else self(v)) for k, v in manifest.items() if k != "stages"}
+        for key in ("recipe", "overrides"):  # masked by path when the manifest was made
+            if key in manifest:
+                out[key] = _urls_only(manifest[key])
         if "stages" in manifest:
             out["stages"] = [
                 {k: (v if k in _STAGE_KEEP else self(v)) for k, v in record.items()} for record in manifest["stages"]
@@ -236,6 +248,14 @@ class Redactor:
     def logger(self, logger: logging.Logger) -> logging.LoggerAdapter[logging.Logger]:
         """``logger`` whose messages are redacted before any handler sees them."""
         return _RedactingLogger(logger, self)
+
+
+def _urls_only(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _urls_only(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_urls_only(v) for v in value]
+    return mask_urls(value) if isinstance(value, str) else value
 
 
 def _compact(value: Any) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crispml._redact import has_masked
+from crispml._redact import masked_fields
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
 from crispml.plan import DONE, RunPlan
@@ -136,10 +136,11 @@ def resume(
         raise UsageError(f"run '{run_id}' already ended {manifest['status']}: nothing to resume")
     if manifest["status"] == "running" and _alive(manifest):
         raise UsageError(f"run '{run_id}' is still running (pid {manifest['pid']})")
-    if has_masked(manifest["recipe"]):
+    masked = masked_fields(manifest["recipe"])
+    if masked:
         raise UsageError(
-            f"run '{run_id}' had secrets written into its recipe (the manifest keeps them masked), so it "
-            "cannot be resumed: write secrets as ${env:NAME} and run the recipe again"
+            f"run '{run_id}' had secrets written into its recipe ({masked[0]} is masked in its manifest), "
+            "so it cannot be resumed: write secrets as ${env:NAME} and run the recipe again"
         )
     recipe = Recipe.from_dict(manifest["recipe"]).with_source(
         Path(manifest["recipe_file"]) if manifest.get("recipe_file") else None

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from crispml import Result
     from crispml_mlflow import TrackingOptions
 
+PLUGIN = "mlflow"  # this plugin's name (its entry point), under which a recipe's tracking: names it
 MAX_PARAM = 6000
 MAX_TAG = 5000
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
@@ -89,8 +90,12 @@ def run_tags(context: RunContext, extra: dict[str, str] | None = None) -> dict[s
         tags["mlflow.source.git.commit"] = str(git["commit"])
         tags["crispml.git_commit"] = str(git["commit"])
         tags["crispml.git_dirty"] = str(bool(git.get("dirty"))).lower()
-    tags.update(dict(extra or {}))  # the tracker's ``tags:`` option (``owner: ${env:USER}``...)
-    return {k: _text(context.redact(v), MAX_TAG) for k, v in tags.items()}
+    tags = {k: context.redact(v) for k, v in tags.items()}
+    # The tracker's ``tags:`` option as the recipe spells it: ``owner: ${env:USER}`` is sent as
+    # the reference, never the value (the validated options hold the value).
+    written = ((context.redacted_recipe().get("tracking") or {}).get(PLUGIN) or {}).get("tags") or {}
+    tags.update({str(k): str(written.get(k, context.redact(v))) for k, v in (extra or {}).items()})
+    return {k: _text(v, MAX_TAG) for k, v in tags.items()}
 
 
 def params_of(context: RunContext) -> dict[str, str]:

@@ -129,6 +129,7 @@ def test_a_literal_secret_refuses_resume_with_one_clear_line(project: Path, fake
     with pytest.raises(UsageError, match=r"cannot be resumed: write secrets as \$\{env:NAME\}") as info:
         resume(failed.run_id, project=project, plugins=plugins_with({**fakes, "sec": Secretive()}))
     assert "\n" not in str(info.value) and TOKEN not in str(info.value)
+    assert "(evaluate.api_token is masked in its manifest)" in str(info.value)
     assert leaks(project) == []
 
 
