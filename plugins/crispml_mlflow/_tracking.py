@@ -90,7 +90,6 @@ def run_tags(context: RunContext, extra: dict[str, str] | None = None) -> dict[s
         tags["mlflow.source.git.commit"] = str(git["commit"])
         tags["crispml.git_commit"] = str(git["commit"])
         tags["crispml.git_dirty"] = str(bool(git.get("dirty"))).lower()
-    tags = {k: context.redact(v) for k, v in tags.items()}
     # The tracker's ``tags:`` option as the recipe spells it: ``owner: ${env:USER}`` is sent as
     # the reference, never the value (the validated options hold the value).
     written = ((context.redacted_recipe().get("tracking") or {}).get(PLUGIN) or {}).get("tags") or {}

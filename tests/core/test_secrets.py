@@ -332,3 +332,45 @@ def test_the_run_logger_masks_secrets(
         _run(project, fakes, Secretive(), api_token=TOKEN, region="${env:CRISPML_TEST_VALUE}")
     assert "connecting with" in caplog.text
     assert leaks(project, caplog.text) == []
+
+
+class TrackerOptions(Options):
+    token: Secret
+    url: str = ""
+
+
+class TokenTracker:
+    """A tracker that sends what crispml gives it: the redacted recipe and redacted options."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(tracker=TrackerOptions)
+
+    @hookimpl
+    def crispml_after_run(self, context: Any) -> None:
+        options = context.trackers["tok"]
+        assert options.token.get_secret_value() == TOKEN  # the tracker itself gets the value
+        self.sent += [context.redacted_recipe(), context.redact(options), context.redact(context.manifest())]
+
+
+def test_a_trackers_declared_secret_is_masked_in_what_it_sends(project: Path, fakes: dict[str, object]) -> None:
+    tracker = TokenTracker()
+    recipe = basic_recipe(tracking={"tok": {"token": TOKEN, "url": f"https://u:{URL_PW}@h/x"}})
+    result = run_with(recipe, project=project, plugins={**fakes, "tok": tracker})
+    assert result.status == "succeeded", result.error
+    recipe_sent, options_sent, _ = tracker.sent
+    assert recipe_sent["tracking"]["tok"] == {"token": MASK, "url": "https://u:***@h/x"}
+    assert options_sent == {"token": MASK, "url": "https://u:***@h/x"}
+    assert leaks(project, json.dumps(tracker.sent)) == []
+
+
+def test_an_empty_env_value_masks_nothing(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISPML_TEST_EMPTY", "")
+    result = _run(project, fakes, Secretive(), region="${env:CRISPML_TEST_EMPTY}", monkey="banana")
+    manifest = _manifest(result)
+    assert manifest["recipe"]["evaluate"]["monkey"] == "banana" and manifest["run_id"] == result.run_id
