@@ -133,7 +133,13 @@ def _validate_options(
             near = difflib.get_close_matches(str(loc[-1]), known_fields, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             msg = f"unknown option ({hint}expected one of: {', '.join(known_fields)})"
-        raise where.error((*prefix, *loc), known.text(msg)) from None
+        # A validator may name another step's option (the file the load step reads): mask
+        # what every step validated so far holds, not only this one.
+        shown = Redactor()
+        shown.merge(known)
+        if secrets is not None:
+            shown.merge(secrets)
+        raise where.error((*prefix, *loc), shown.text(msg)) from None
     known.learn_options(options, data, tuple(str(p) for p in prefix))
     if secrets is not None:
         secrets.merge(known)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationInfo, field_validator
 
 from crispml import Declaration, Evaluation, Options, RecipeError, Secret, Step, UsageError, hookimpl, resume
 from crispml._redact import MASK, Redactor, has_masked, mask_urls, redact
@@ -374,3 +375,38 @@ def test_an_empty_env_value_masks_nothing(
     result = _run(project, fakes, Secretive(), region="${env:CRISPML_TEST_EMPTY}", monkey="banana")
     manifest = _manifest(result)
     assert manifest["recipe"]["evaluate"]["monkey"] == "banana" and manifest["run_id"] == result.run_id
+
+
+class SourceOptions(Options):
+    source: str = ""
+
+
+class CheckOptions(Options):
+    """Checks itself against the load step's options, as a validate step checks its columns."""
+
+    strict: bool = False
+
+    @field_validator("strict")
+    @classmethod
+    def _against_load(cls, value: bool, info: ValidationInfo) -> bool:
+        load = (info.context or {}).get("steps", {}).get("load")
+        if value and load is not None:
+            raise ValueError(f"cannot check {load.source} strictly")
+        return value
+
+
+class SourcePlugin:
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"load": SourceOptions, "evaluate": CheckOptions})
+
+
+def test_a_recipe_error_naming_another_steps_env_value_shows_the_reference(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
+    recipe = basic_recipe(
+        load=Step(use="src", source="${env:CRISPML_TEST_VALUE}"), evaluate=Step(use="src", strict=True)
+    )
+    with pytest.raises(RecipeError, match=r"evaluate\.strict: cannot check \$\{env:CRISPML_TEST_VALUE\} strictly"):
+        run_with(recipe, project=project, plugins={**fakes, "src": SourcePlugin()})
