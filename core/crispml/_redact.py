@@ -234,9 +234,11 @@ class Redactor:
 
     def manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """A run manifest as it may be written: every field that can hold option values (the
-        recipe, overrides, data, errors, stage summaries, links) redacted."""
+        recipe, overrides, data, errors, stage summaries and records) redacted."""
         out = {k: (v if k in _MANIFEST_KEEP else self(v)) for k, v in manifest.items() if k != "stages"}
-        for key in ("recipe", "overrides"):  # masked by path when the manifest was made
+        # The recipe and overrides were masked by path when the manifest was made; links are
+        # identifiers resume reads back (a run id, a store's URI): URL passwords only.
+        for key in ("recipe", "overrides", "links"):
             if key in manifest:
                 out[key] = _urls_only(manifest[key])
         if "stages" in manifest:
