@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except CrispmlError as exc:
-        click.echo(f"crispml: error: {exc}", err=True)
+        from crispml._redact import mask_urls
+
+        click.echo(f"crispml: error: {mask_urls(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -410,3 +410,20 @@ def test_a_recipe_error_naming_another_steps_env_value_shows_the_reference(
     )
     with pytest.raises(RecipeError, match=r"evaluate\.strict: cannot check \$\{env:CRISPML_TEST_VALUE\} strictly"):
         run_with(recipe, project=project, plugins={**fakes, "src": SourcePlugin()})
+
+
+def test_a_command_error_masks_a_url_password(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    """A plugin command's one-line error (here: a usage error naming a store) hides the password."""
+    from crispml.cli import cli, main
+
+    @cli.command("secrets-test-fail")
+    def _fail() -> None:
+        raise UsageError(f"no model in postgresql://bob:{URL_PW}@db/x")
+
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["secrets-test-fail"])
+    finally:
+        cli.commands.pop("secrets-test-fail")
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err == "crispml: error: no model in postgresql://bob:***@db/x\n"
