@@ -205,7 +205,7 @@ def _execute(plan: RunPlan) -> RunResult:
         run_id=plan.context.run_id,
         status=status,
         results=plan.results,
-        manifest=plan.manifest,
+        manifest=plan.context.secrets.manifest(plan.manifest),  # as written: secrets masked
         run_dir=plan.context.run_dir,
         error=plan.error,
     )

@@ -427,3 +427,12 @@ def test_a_command_error_masks_a_url_password(capsys: pytest.CaptureFixture[str]
         cli.commands.pop("secrets-test-fail")
     _, err = capsys.readouterr()
     assert exit_info.value.code == 2 and err == "crispml: error: no model in postgresql://bob:***@db/x\n"
+
+
+def test_the_api_result_holds_the_manifest_as_written(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
+    result = _run(project, fakes, Secretive(), api_token=TOKEN, region="${env:CRISPML_TEST_VALUE}", fail=True)
+    assert result.manifest == _manifest(result)
+    assert leaks(project, json.dumps(result.manifest)) == []
