@@ -203,13 +203,20 @@ class Redactor:
         hold a ``${env:NAME}`` reference, references kept, URL passwords masked."""
         data = copy.deepcopy(data)
         for path in sorted(self.secret_paths):
+            # Follow the path as far as the recipe spells it; where a validator reshaped the
+            # value (so the path stops early), the whole option it stopped in is masked.
+            parent: Any = None
+            key: Any = None
             node: Any = data
-            for part in path[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict) and path[-1] in node:
-                value = node[path[-1]]
-                if not (isinstance(value, str) and ENV_REFERENCE.search(value)) and value is not None:
-                    node[path[-1]] = MASK
+            for part in path:
+                child = _child(node, part)
+                if child is _MISSING:
+                    break
+                parent, key, node = node, (int(part) if isinstance(node, list) else part), child
+            if parent is None or (parent is data):
+                continue  # not in the recipe (a default) or a whole stage: nothing to mask
+            if not (isinstance(node, str) and ENV_REFERENCE.search(node)) and node is not None:
+                parent[key] = MASK
         # By path only, never by value: a literal that happens to equal an ${env:NAME} value
         # must not turn into the reference (resume would read it from the environment).
         return _urls_only(data)  # type: ignore[no-any-return]
@@ -226,7 +233,8 @@ class Redactor:
             if sep and touches and not _ONLY_REFERENCES.fullmatch(raw.strip()):
                 node: Any = masked
                 for part in parts:
-                    node = node.get(part, MASK) if isinstance(node, dict) else MASK
+                    child = _child(node, part)
+                    node = MASK if child is _MISSING else child
                 raw = node if isinstance(node, str) else _compact(node)
                 item = f"{key}={raw}"
             out.append(mask_urls(item))
@@ -250,6 +258,18 @@ class Redactor:
     def logger(self, logger: logging.Logger) -> logging.LoggerAdapter[logging.Logger]:
         """``logger`` whose messages are redacted before any handler sees them."""
         return _RedactingLogger(logger, self)
+
+
+_MISSING = object()
+
+
+def _child(node: Any, part: str) -> Any:
+    """``node[part]`` in a recipe's dicts and lists, else ``_MISSING``."""
+    if isinstance(node, dict):
+        return node.get(part, _MISSING)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return _MISSING
 
 
 def _urls_only(value: Any) -> Any:

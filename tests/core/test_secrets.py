@@ -55,6 +55,14 @@ class SecretOptions(Options):
     key_columns: list[str] = []
     monkey: str = ""
     fail: bool = False
+    tokens: list[Secret] = []
+    split_tokens: list[Secret] = []
+    """Given as one comma-separated string: the validator reshapes it into a list."""
+
+    @field_validator("split_tokens", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return value.split(",") if isinstance(value, str) else value
 
 
 class Secretive:
@@ -436,3 +444,10 @@ def test_the_api_result_holds_the_manifest_as_written(
     result = _run(project, fakes, Secretive(), api_token=TOKEN, region="${env:CRISPML_TEST_VALUE}", fail=True)
     assert result.manifest == _manifest(result)
     assert leaks(project, json.dumps(result.manifest)) == []
+
+
+def test_secrets_in_lists_and_reshaped_values_are_masked(project: Path, fakes: dict[str, object]) -> None:
+    result = _run(project, fakes, Secretive(), tokens=["readable-not", TOKEN], split_tokens=f"{TOKEN}-a,{TOKEN}-b")
+    evaluate = _manifest(result)["recipe"]["evaluate"]
+    assert evaluate["tokens"] == [MASK, MASK] and evaluate["split_tokens"] == MASK
+    assert leaks(project) == []
