@@ -152,9 +152,18 @@ class Redactor:
     # -- learning --------------------------------------------------------------------------
 
     def add(self, secret: str, replacement: str = MASK) -> None:
-        """Know ``secret``; the first replacement given for a text wins (a reference, usually)."""
-        if secret and secret not in self.replacements:
-            self.replacements[secret] = replacement
+        """Know ``secret``; the first replacement given for a text wins (a reference, usually).
+
+        Its escaped spellings are known too: an error message that shows the value through
+        ``repr`` (a dict of options) or JSON writes ``a\\b`` for ``a\b``.
+        """
+        if not secret:
+            return
+        import json
+
+        for spelling in (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]):
+            if spelling not in self.replacements:
+                self.replacements[spelling] = replacement
 
     def add_env(self, name: str, value: str) -> None:
         self.add(value, f"${{env:{name}}}")

@@ -451,3 +451,42 @@ def test_secrets_in_lists_and_reshaped_values_are_masked(project: Path, fakes: d
     evaluate = _manifest(result)["recipe"]["evaluate"]
     assert evaluate["tokens"] == [MASK, MASK] and evaluate["split_tokens"] == MASK
     assert leaks(project) == []
+
+
+def test_fuzzed_secrets_never_reach_the_manifest(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets of any characters (quotes, backslashes, unicode) — also as ``repr`` shows them in
+    an error message — are in no string of the manifest once it is read back."""
+    rng = random.Random(99)
+    alphabet = string.ascii_letters + string.digits + string.punctuation + " äé€\\'\""
+    url_alphabet = "".join(c for c in alphabet if c not in "/?#\\ ")
+
+    def strings(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)] + [str(k) for k in value]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    for _ in range(12):
+        literal, env_value, password = (
+            "".join(rng.choice(a) for _ in range(rng.randint(6, 24))) for a in (alphabet, alphabet, url_alphabet)
+        )
+        if any("${env:" in s for s in (literal, env_value, password)):
+            continue
+        monkeypatch.setenv("CRISPML_TEST_VALUE", env_value)
+        result = _run(
+            project,
+            fakes,
+            Secretive(),
+            api_token=literal,
+            region="${env:CRISPML_TEST_VALUE}",
+            dsn=f"postgresql://bob:{password}@db/x",
+            fail=True,
+        )
+        assert result.status == "failed"
+        written = strings(_manifest(result))
+        for secret in (literal, env_value, password):
+            for spelling in (secret, repr(secret)[1:-1]):
+                assert not [s for s in written if spelling in s], (secret, spelling)
