@@ -249,9 +249,15 @@ class Redactor:
             out.append(mask_urls(item))
         return out
 
-    def manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def manifest(self, manifest: Any) -> Any:
         """A run manifest as it may be written: every field that can hold option values (the
-        recipe, overrides, data, errors, stage summaries and records) redacted."""
+        recipe, overrides, data, errors, stage summaries and records) redacted.
+
+        Takes the manifest's dict, or a typed manifest (``to_dict()`` / ``load()``), and gives
+        back the same kind.
+        """
+        if not isinstance(manifest, dict) and hasattr(manifest, "to_dict"):
+            return type(manifest).load(self.manifest(manifest.to_dict()))
         out = {k: (v if k in _MANIFEST_KEEP else self(v)) for k, v in manifest.items() if k != "stages"}
         # The recipe and overrides were masked by path when the manifest was made; links are
         # identifiers resume reads back (a run id, a store's URI): URL passwords only.

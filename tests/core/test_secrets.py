@@ -490,3 +490,21 @@ def test_fuzzed_secrets_never_reach_the_manifest(
         for secret in (literal, env_value, password):
             for spelling in (secret, repr(secret)[1:-1]):
                 assert not [s for s in written if spelling in s], (secret, spelling)
+
+
+def test_a_typed_manifest_is_redacted_into_the_same_type() -> None:
+    class Typed:
+        def __init__(self, data: dict[str, Any]) -> None:
+            self.data = data
+
+        def to_dict(self) -> dict[str, Any]:
+            return dict(self.data)
+
+        @classmethod
+        def load(cls, data: dict[str, Any]) -> Typed:
+            return cls(data)
+
+    r = Redactor()
+    r.add(TOKEN)
+    out = r.manifest(Typed({"run_id": "r1", "error": f"failed with {TOKEN}", "stages": []}))
+    assert isinstance(out, Typed) and out.data == {"run_id": "r1", "error": "failed with ***", "stages": []}
