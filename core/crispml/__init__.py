@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
+    from crispml.manifest import Attempt, Manifest, StageRecord
     from crispml.models import load_model
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         TrainedModel,
         ValidationReport,
     )
+    from crispml.runner_api import finish_run, run_stage, start_run
     from crispml.runs import RunResult, check, resume, run
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
 
@@ -76,6 +78,9 @@ _LAZY = {
     "Result": "crispml.results",
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
+    "finish_run": "crispml.runner_api",
+    "run_stage": "crispml.runner_api",
+    "start_run": "crispml.runner_api",
     "RunResult": "crispml.runs",
     "check": "crispml.runs",
     "resume": "crispml.runs",
@@ -86,6 +91,9 @@ _LAZY = {
     "find_project": "crispml.store",
     "file_lock": "crispml.store",
     "load_model": "crispml.models",
+    "Attempt": "crispml.manifest",
+    "Manifest": "crispml.manifest",
+    "StageRecord": "crispml.manifest",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",
 }

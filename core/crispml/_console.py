@@ -82,13 +82,13 @@ class ConsoleReporter:
     def crispml_after_run(self, context: RunContext, status: str) -> None:
         self._stop()
         manifest = context.manifest()
-        for record in manifest["stages"]:
-            if record["status"] == "skipped":
-                self._line(record["name"], record["plugin"], "skipped", None, "")
+        for record in manifest.stages:
+            if record.status == "skipped":
+                self._line(record.name, record.plugin, "skipped", None, "")
         _, color = _STYLE.get(status, ("", "white"))
-        why = context.redact(manifest.get("rejection") or manifest.get("error") or "")
+        why = context.redact(manifest.rejection or manifest.error or "")
         self.console.print(
-            f"[{color}]run {status}[/] in {manifest.get('duration') or 0:.2f}s"
+            f"[{color}]run {status}[/] in {manifest.duration or 0:.2f}s"
             + (f": {why}" if why else "")
             + f"  (.crispml/runs/{context.run_id})"
         )

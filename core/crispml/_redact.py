@@ -130,7 +130,9 @@ _MANIFEST_KEEP = frozenset(
         "resumes",
     }
 )
-_STAGE_KEEP = frozenset({"name", "plugin", "status", "started", "duration", "fingerprint", "gates"})
+_STAGE_KEEP = frozenset(
+    {"name", "plugin", "status", "started", "ended", "duration", "fingerprint", "gates", "pid", "host"}
+)
 
 
 class Redactor:
@@ -265,10 +267,15 @@ class Redactor:
             if key in manifest:
                 out[key] = _urls_only(manifest[key])
         if "stages" in manifest:
-            out["stages"] = [
-                {k: (v if k in _STAGE_KEEP else self(v)) for k, v in record.items()} for record in manifest["stages"]
-            ]
+            out["stages"] = [self._record(record) for record in manifest["stages"]]
         return {k: out[k] for k in manifest}
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A stage's record (and each of its attempts): times, names and fingerprints kept."""
+        out = {k: (v if k in _STAGE_KEEP else self(v)) for k, v in record.items() if k != "attempts"}
+        if "attempts" in record:
+            out["attempts"] = [self._record(a) if isinstance(a, dict) else self(a) for a in record["attempts"]]
+        return {k: out[k] for k in record}
 
     def logger(self, logger: logging.Logger) -> logging.LoggerAdapter[logging.Logger]:
         """``logger`` whose messages are redacted before any handler sees them."""

@@ -17,7 +17,7 @@ import click
 from crispml._version import __version__
 from crispml.errors import EXIT_FAILED, EXIT_USAGE, CrispmlError
 
-_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "recipes", "init")
+_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init")
 
 
 class _Group(click.Group):
@@ -168,6 +168,24 @@ def resume(run_id: str) -> None:
     _finish(resume_run(run_id, plugins=_reporter()))
 
 
+@cli.command("run-stage")
+@click.argument("run_id")
+@click.argument("stage")
+def run_stage(run_id: str, stage: str) -> None:
+    """Run one STAGE of the started run RUN_ID in this process (for runners and workers).
+
+    Prints the stage's status; exits 0 when it succeeded, was cached or skipped, 3 when a gate
+    rejected it, 1 when it failed (it may be run again: a retry).
+    """
+    from crispml.runner_api import run_stage as run_one
+    from crispml.runs import _EXIT
+    from crispml.store import find_project
+
+    status = run_one(find_project(), run_id, stage, plugins=_reporter())
+    click.echo(status)
+    sys.exit(_EXIT.get(status, 0))
+
+
 # -- runs, show ----------------------------------------------------------------------------
 
 
@@ -180,16 +198,16 @@ def runs(as_json: bool, limit: int) -> None:
     from crispml.store import RunStore, find_project
 
     manifests = RunStore(find_project()).list_runs()[:limit]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
-            "run_id": m["run_id"],
-            "recipe": m["recipe_name"],
+            "run_id": m.run_id,
+            "recipe": m.recipe_name,
             "status": run_state(m),
-            "started": m["started"],
-            "duration": m.get("duration"),
-            "data": (m.get("data") or {}).get("fingerprint"),
-            "commit": ((m.get("environment") or {}).get("git") or {}).get("commit"),
-            "stages": {s["name"]: s["status"] for s in m["stages"]},
+            "started": m.started,
+            "duration": m.duration,
+            "data": m.data.get("fingerprint"),
+            "commit": (m.environment.get("git") or {}).get("commit"),
+            "stages": m.stage_status,
         }
         for m in manifests
     ]
@@ -224,47 +242,46 @@ def runs(as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON.")
 def show(run_id: str, as_json: bool) -> None:
     """Show one run: outcome, stages, data, versions."""
-    from crispml._redact import redact
+    from crispml._redact import Redactor
     from crispml.runs import run_state
     from crispml.store import RunStore, find_project
 
-    # Manifests are written redacted; this also covers ones written before secrets were declared.
-    manifest = redact(RunStore(find_project()).read_manifest(run_id))
+    # Manifests are written redacted; this also covers ones written before secrets were declared
+    # (URL passwords).
+    manifest = Redactor().manifest(RunStore(find_project()).read_manifest(run_id))
     if as_json:
-        _print_json(manifest)
+        _print_json(manifest.to_dict())
         return
     from rich.table import Table
 
     console = _console()
-    env = manifest.get("environment") or {}
+    env = manifest.environment
     git = env.get("git") or {}
-    console.print(
-        f"[bold]{manifest['run_id']}[/]  recipe {manifest['recipe_name']}  status [bold]{run_state(manifest)}[/]"
-    )
-    if manifest.get("rejection"):
-        console.print(f"rejected: {manifest['rejection']}")
-    if manifest.get("error"):
-        console.print(f"error: {manifest['error']}")
-    data = manifest.get("data") or {}
+    console.print(f"[bold]{manifest.run_id}[/]  recipe {manifest.recipe_name}  status [bold]{run_state(manifest)}[/]")
+    if manifest.rejection:
+        console.print(f"rejected: {manifest.rejection}")
+    if manifest.error:
+        console.print(f"error: {manifest.error}")
+    data = manifest.data
     if data:
         console.print(f"data: {data.get('source')}  fingerprint {data.get('fingerprint')}  {data.get('rows')} rows")
-    for system, ident in (manifest.get("links") or {}).items():
+    for system, ident in manifest.links.items():
         console.print(f"{system}: {ident}")
     dirty = " (dirty)" if git.get("dirty") else ""
     console.print(f"crispml {env.get('crispml')}  python {env.get('python')}  git {git.get('commit') or '-'}{dirty}")
     table = Table(box=None, pad_edge=False)
     for column in ("stage", "plugin", "status", "time", "summary"):
         table.add_column(column)
-    for s in manifest["stages"]:
-        summary = s.get("summary") or {}
+    for s in manifest.stages:
+        summary = s.summary or {}
         brief = ", ".join(f"{k}={v:.4g}" for k, v in (summary.get("metrics") or {}).items())
-        if s.get("reasons"):
-            brief = "; ".join(s["reasons"])
-        if s.get("error"):
-            brief = s["error"]
-        table.add_row(
-            s["name"], s["plugin"], s["status"], f"{s['duration']:.2f}s" if s.get("duration") is not None else "", brief
-        )
+        if s.reasons:
+            brief = "; ".join(s.reasons)
+        if s.error:
+            brief = s.error
+        if len(s.attempts) > 1:
+            brief = f"(attempt {len(s.attempts)}) {brief}"
+        table.add_row(s.name, s.plugin, s.status, f"{s.duration:.2f}s" if s.duration is not None else "", brief)
     console.print(table)
 
 

@@ -12,6 +12,7 @@ from crispml._redact import Redactor
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from crispml.manifest import Manifest
     from crispml.recipe import Recipe
     from crispml.store import RunStore
 
@@ -63,6 +64,6 @@ class RunContext:
     def tracker_options(self, name: str) -> BaseModel | None:
         return self.trackers.get(name)
 
-    def manifest(self) -> dict[str, Any]:
-        """The run's manifest as last written."""
+    def manifest(self) -> Manifest:
+        """The run's manifest as last written (a :class:`crispml.Manifest`: read attributes)."""
         return self.store.read_manifest(self.run_id)

@@ -80,3 +80,12 @@ class StageError(CrispmlError):
         self.plugin = plugin
         self.cause = cause
         super().__init__(f"stage '{stage}' (plugin '{plugin}') failed: {type(cause).__name__}: {cause}")
+
+    @classmethod
+    def recorded(cls, stage: str, plugin: str, message: str) -> StageError:
+        """The error of a stage that failed in another process, as its record in the run store
+        gives it (``message`` is the whole line that process wrote)."""
+        error = cls.__new__(cls)
+        error.stage, error.plugin, error.cause = stage, plugin, CrispmlError(message)
+        Exception.__init__(error, message)
+        return error

@@ -267,6 +267,11 @@ def crispml_execute(plan: RunPlan, options: BaseModel) -> str | None:
     and where stages execute (in-process, as Prefect tasks with retries); the plan does the
     rest (caching, gates, events, the run store).
 
+    A stage that raised ``StageError`` may be run again (a retry: another attempt in its
+    record); ``plan.needs(name)`` says which stages must be done first, so independent ones may
+    run side by side; ``crispml.run_stage(project, run_id, name)`` runs a stage of this run in
+    another process (a worker), reading its inputs from the run store.
+
     :param plan: the run plan.
     :param options: the runner's validated options.
     :return: the run's status (``plan.finish()``'s value).

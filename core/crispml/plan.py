@@ -5,24 +5,34 @@ the run store and its manifest — so that a runner (in-process, or Prefect task
 only decides when and where ``plan.run_stage(name)`` is called.
 
 A stage's status is one of ``succeeded``, ``cached``, ``rejected``, ``failed``, ``skipped``
-(``pending`` until it ran). The run's is ``running``, then ``succeeded``, ``rejected`` (a gate
-said no: nothing downstream ran) or ``failed`` (an error; the run can be resumed).
+(``pending`` until it ran, ``running`` while it does). The run's is ``running``, then
+``succeeded``, ``rejected`` (a gate said no: nothing downstream ran) or ``failed`` (an error; the
+run can be resumed).
+
+A stage is a unit addressed by (run, stage): its inputs come from this plan's memory or, when
+another process produced them, from the run store. A failed stage may be run again (a retry):
+its record keeps every attempt. Several processes may run stages of one run at once, so every
+change to the manifest is a read-modify-write of the stored file under the run's lock (see
+:meth:`RunPlan._update`); the in-memory ``manifest`` is the copy last written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from crispml._version import __version__
 from crispml.context import RunContext
 from crispml.environment import environment
-from crispml.errors import PluginError, StageError
+from crispml.errors import PluginError, StageError, UsageError
 from crispml.fingerprint import (
     code_dependencies,
     hash_file,
@@ -31,14 +41,18 @@ from crispml.fingerprint import (
     unchanged,
 )
 from crispml.gates import check_gates
-from crispml.plugins import module_of
+from crispml.manifest import Attempt, Manifest, StageRecord
+from crispml.plugins import imported_with, module_of
 from crispml.resolve import Resolved, ResolvedStep
 from crispml.results import Dataset, Result
 from crispml.split import apply_split
-from crispml.stages import BY_NAME
+from crispml.stages import BY_NAME, PRODUCER, needs
+from crispml.store import file_lock
 
 DONE = ("succeeded", "cached")
 ENDED = ("succeeded", "rejected", "failed")
+
+_T = TypeVar("_T")
 
 
 def _now() -> str:
@@ -54,7 +68,7 @@ class RunPlan:
         context: RunContext,
         *,
         use_cache: bool = True,
-        manifest: dict[str, Any] | None = None,
+        manifest: Manifest | None = None,
         overrides: list[str] | None = None,
     ) -> None:
         self.resolved = resolved
@@ -76,49 +90,74 @@ class RunPlan:
 
     # -- manifest ------------------------------------------------------------------------
 
-    def _new_manifest(self, overrides: list[str]) -> dict[str, Any]:
+    def _new_manifest(self, overrides: list[str]) -> Manifest:
         r = self.resolved
         used = {s.plugin for s in r.steps} | set(r.trackers) | {r.runner}
         recipe = self.context.secrets.recipe(r.recipe.to_dict())
-        return {
-            "run_id": self.context.run_id,
-            "recipe_name": r.recipe.name,
-            "status": "running",
-            "started": _now(),
-            "ended": None,
-            "duration": None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "recipe": recipe,
-            "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
-            "recipe_dir": str(r.recipe_dir),
-            "recipe_hash": hash_json(recipe),
-            "overrides": self.context.secrets.overrides(overrides, r.recipe.to_dict()),
-            "use_cache": self.use_cache,
-            "environment": environment(self.context.project_dir, r.backend_distributions()),
-            "plugins": {
-                n: {
-                    "version": self.plugins.infos[n].version,
-                    "source": self.plugins.infos[n].source,
-                    "module": self.plugins.infos[n].module,
-                }
-                for n in sorted(used)
-            },
-            "data": {},
-            "stages": [{"name": s.stage, "plugin": s.plugin, "status": "pending"} for s in r.steps],
-            "rejection": None,
-            "error": None,
-            "links": self.context.links,
-            "resumes": 0,
-        }
+        return Manifest.load(
+            {
+                "run_id": self.context.run_id,
+                "recipe_name": r.recipe.name,
+                "status": "running",
+                "started": _now(),
+                "ended": None,
+                "duration": None,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "recipe": recipe,
+                "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
+                "recipe_dir": str(r.recipe_dir),
+                "recipe_hash": hash_json(recipe),
+                "overrides": self.context.secrets.overrides(overrides, r.recipe.to_dict()),
+                "use_cache": self.use_cache,
+                "environment": environment(self.context.project_dir, r.backend_distributions()),
+                "plugins": {
+                    n: {
+                        "version": self.plugins.infos[n].version,
+                        "source": self.plugins.infos[n].source,
+                        "module": self.plugins.infos[n].module,
+                    }
+                    for n in sorted(used)
+                },
+                "data": {},
+                "stages": [{"name": s.stage, "plugin": s.plugin} for s in r.steps],
+                "links": dict(self.context.links),
+            }
+        )
 
-    def _stage_record(self, name: str) -> dict[str, Any]:
-        return next(s for s in self.manifest["stages"] if s["name"] == name)
+    def _stage_record(self, name: str) -> StageRecord:
+        return self.manifest.stage(name)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with file_lock(self.store.run_dir(self.context.run_id) / ".manifest.lock"):
+            yield
 
     def save(self) -> None:
-        self.manifest["links"] = self.context.links
-        # Written redacted (errors and summaries can echo option values); kept whole in memory.
-        self.store.write_manifest(self.context.run_id, self.context.secrets.manifest(self.manifest))
+        """Write the whole manifest as this process holds it: the run's owner, as the run starts."""
+        self.manifest.links = dict(self.context.links)
+        with self._lock():
+            # Written redacted (errors and summaries can echo option values).
+            self.store.write_manifest(self.context.run_id, self.context.secrets.manifest(self.manifest))
+
+    def _update(self, change: Callable[[Manifest], _T]) -> _T:
+        """Apply ``change`` to the stored manifest and write it back, under the run's lock.
+
+        Stages of one run may run in several processes at once (a runner's workers); each
+        process changes only its own stage's record, and re-reading the file under the lock
+        means no process writes back a copy that lacks another's change. One file (rather than
+        a record file per stage) keeps the manifest a single document every reader can open.
+        """
+        run_id = self.context.run_id
+        with self._lock():
+            path = self.store.manifest_path(run_id)
+            manifest = self.store.read_manifest(run_id) if path.is_file() else self.manifest
+            value = change(manifest)
+            manifest.links = {**manifest.links, **self.context.links}
+            self.store.write_manifest(run_id, self.context.secrets.manifest(manifest))
+        self.context.links.update(manifest.links)
+        self.manifest = manifest
+        return value
 
     # -- events --------------------------------------------------------------------------
 
@@ -132,6 +171,11 @@ class RunPlan:
     def stage_names(self) -> list[str]:
         return [s.stage for s in self.resolved.steps]
 
+    def needs(self, name: str) -> list[str]:
+        """The stages of this recipe that ``name`` must wait for (see :func:`crispml.stages.needs`):
+        a runner may run stages side by side once each one's needs are done."""
+        return needs(name, self.stage_names)
+
     @property
     def ended(self) -> bool:
         return self.error is not None or self.rejection is not None
@@ -142,73 +186,161 @@ class RunPlan:
         self.fire("crispml_before_run", context=self.context)
 
     def run_stage(self, name: str) -> str:
-        """Run (or reuse) one stage; return its status. Raises ``StageError`` if it fails."""
-        record = self._stage_record(name)
-        if self.ended:
-            record["status"] = "skipped"
-            self.save()
-            return "skipped"
+        """Run (or reuse) one stage; return its status. Raises ``StageError`` if it fails.
+
+        May be called again for a stage that failed (a retry): the error is cleared when the
+        retry starts and the stage's record keeps every attempt. A stage already done returns
+        its status and result without running again; a rejected one is never re-run; a stage
+        whose needed stages failed, or that follows a rejection, ends ``skipped``.
+
+        Raises ``UsageError`` for a stage the recipe does not have, a needed stage that has not
+        run yet, or a stage another live process is running now.
+        """
         step = self.resolved.step(name)
-        assert step is not None, name
-        spec = BY_NAME[name]
-        if record["status"] in DONE and self.context.resumed:
-            stored = self.store.load_result(self.context.run_id, name)
+        if step is None:
+            raise UsageError(
+                f"run '{self.context.run_id}' has no stage '{name}' (its stages: {', '.join(self.stage_names)})"
+            )
+        verdict = self._update(lambda m: self._claim(m, name, rerun=False))
+        if verdict == "reuse":
+            stored = self._stored(name)
             if stored is not None:
-                self._accept(name, stored, record["fingerprint"])
-                self.fire("crispml_before_stage", stage=name, plugin=step.plugin, context=self.context)
-                self.fire(
-                    "crispml_after_stage",
-                    stage=name,
-                    plugin=step.plugin,
-                    status="cached",
-                    result=stored,
-                    duration=0.0,
-                    context=self.context,
-                )
-                return str(record["status"])
-        inputs = {o: self.results.get(o) for o in spec.inputs}
-        record.update(status="running", started=_now(), error=None, reasons=None)
-        self.save()
+                return self._reuse(name, step, stored)
+            # Recorded as done but its result file is gone: run it again.
+            verdict = self._update(lambda m: self._claim(m, name, rerun=True))
+        if verdict is not None:
+            return verdict
+        return self._execute(name, step)
+
+    def _claim(self, manifest: Manifest, name: str, *, rerun: bool) -> str | None:
+        """Decide, under the run's lock, whether ``name`` runs now; mark it running if it does.
+
+        Returns ``None`` (run it), ``"reuse"`` (done before), or the status to return as is."""
+        record = manifest.stage(name)
+        status = record.status
+        if status == "rejected":
+            return "rejected"  # a rejection is an outcome, not a failure: never retried
+        if status == "running" and running_elsewhere(record):
+            raise UsageError(
+                f"stage '{name}' of run '{self.context.run_id}' is already running "
+                f"(pid {record.pid} on {record.host}): not starting it twice"
+            )
+        if status in DONE and not rerun:
+            return "reuse"
+        if self._blocked(manifest, name):
+            record.status = "skipped"
+            return "skipped"
+        missing = [n for n in self.needs(name) if manifest.stage(n).status not in DONE]
+        if missing:
+            state = manifest.stage(missing[0]).status
+            raise UsageError(
+                f"stage '{name}' needs stage '{missing[0]}', which has not run yet in run "
+                f"'{self.context.run_id}' (it is {state})"
+            )
+        if isinstance(self.error, StageError) and self.error.stage == name:
+            self.error = None  # a retry: this stage's earlier failure no longer ends the run
+        last = record.attempts[-1] if record.attempts else None
+        if last is not None and last.duration is None and last.error is None:
+            last.error = "interrupted: the process running it ended before the stage did"
+        now = _now()
+        record.status, record.started, record.duration, record.error, record.reasons = "running", now, None, None, None
+        record.pid, record.host, record.thread = os.getpid(), socket.gethostname(), threading.get_ident()
+        record.attempts.append(Attempt(started=now))
+        return None
+
+    def _blocked(self, manifest: Manifest, name: str) -> bool:
+        """True when ``name`` must not run: the run was rejected (nothing after a rejection
+        runs), the runner itself failed, or a stage it needs failed or was skipped."""
+        if self.rejection is not None or any(r.status == "rejected" for r in manifest.stages):
+            return True
+        if self.error is not None and not isinstance(self.error, StageError):
+            return True
+        return any(manifest.stage(n).status in ("failed", "skipped") for n in self.needs(name))
+
+    def _stored(self, name: str) -> Result | None:
+        output = BY_NAME[name].output
+        if output in self.results:
+            return self.results[output]
+        stored: Result | None = self.store.load_result(self.context.run_id, name)
+        return stored
+
+    def _reuse(self, name: str, step: ResolvedStep, stored: Result) -> str:
+        """A stage done earlier in this run (before a resume, or by another process)."""
+        record = self._stage_record(name)
+        self._accept(name, stored, str(record.fingerprint))
+        self.fire("crispml_before_stage", stage=name, plugin=step.plugin, context=self.context)
+        self.fire(
+            "crispml_after_stage",
+            stage=name,
+            plugin=step.plugin,
+            status="cached",
+            result=stored,
+            duration=0.0,
+            context=self.context,
+        )
+        return record.status
+
+    def _inputs(self, name: str) -> dict[str, Any]:
+        """The results ``name`` receives: from memory, else from the run store (a stage run by
+        another process). ``None`` for an output whose stage the recipe does not have."""
+        inputs: dict[str, Any] = {}
+        for output in BY_NAME[name].inputs:
+            producer = PRODUCER[output]
+            if producer not in self.stage_names:
+                inputs[output] = None
+                continue
+            if output not in self.results:
+                stored = self.store.load_result(self.context.run_id, producer)
+                if stored is None:
+                    raise PluginError(
+                        f"the stored result of stage '{producer}' is missing "
+                        f"({self.store.result_path(self.context.run_id, producer)})"
+                    )
+                self._accept(producer, stored, str(self._stage_record(producer).fingerprint))
+            inputs[output] = self.results[output]
+        return inputs
+
+    def _execute(self, name: str, step: ResolvedStep) -> str:
+        spec = BY_NAME[name]
         t0 = time.perf_counter()
         try:
+            inputs = self._inputs(name)
             self.fire("crispml_before_stage", stage=name, plugin=step.plugin, context=self.context)
             key = self._cache_key(step, inputs)
-            result, status = self._cached(step, key)
+            result, status, code = self._cached(step, key)
             if result is None:
                 loaded = set(sys.modules)
                 result = self._call(step, inputs)
                 status = "succeeded"
                 result_file = self.store.save_result(self.context.run_id, name, result)
                 if spec.cacheable and step.cache:
+                    module = module_of(self.plugins.get(step.plugin))
+                    dynamic = imported_with(module.__name__) if module else frozenset()
                     code = code_dependencies(
-                        module_of(self.plugins.get(step.plugin)),
+                        module,
                         {self.context.project_dir, self.resolved.recipe_dir},
-                        (set(sys.modules) - loaded) | set(step.options.code_references()),
+                        (set(sys.modules) - loaded) | set(step.options.code_references()) | dynamic,
                     )
                     self.store.cache_put(key, result_file, code, self.store.artifact_dir(self.context.run_id, name))
-                else:
-                    # Not stored under its key, so this result is this run's own: downstream
-                    # stages must not match results computed from another run's.
-                    key = hash_json([key, self.context.run_id])
+            fingerprint = output_fingerprint(key, code, self.context.run_id)
             reasons = check_gates(step.gates, result.metrics)
             if result.rejection:
                 reasons.append(result.rejection)
             if reasons:
                 status = "rejected"
                 self.rejection = f"{name}: " + "; ".join(reasons)
-            self._accept(name, result, key)
+            self._accept(name, result, fingerprint)
             duration = time.perf_counter() - t0
-            record.update(
-                status=status,
-                duration=round(duration, 4),
-                summary=result.summary(),
-                fingerprint=key,
-                gates=[str(g) for g in step.gates],
-                reasons=reasons or None,
-            )
-            if isinstance(result, Dataset):
-                self.manifest["data"] = result.summary()
-            self.save()
+            done: Result = result
+
+            def record_done(manifest: Manifest) -> None:
+                record = _end_attempt(manifest, name, duration, None)
+                record.status, record.summary, record.fingerprint = status, done.summary(), fingerprint
+                record.gates, record.reasons = [str(g) for g in step.gates], reasons or None
+                if isinstance(done, Dataset):
+                    manifest.data = done.summary()
+
+            self._update(record_done)
             self.fire(
                 "crispml_after_stage",
                 stage=name,
@@ -220,13 +352,16 @@ class RunPlan:
             )
             return status
         except Exception as exc:
-            return self._fail(name, step, record, exc, time.perf_counter() - t0)
+            return self._fail(name, step, exc, time.perf_counter() - t0)
 
-    def _fail(self, name: str, step: ResolvedStep, record: dict[str, Any], exc: Exception, duration: float) -> str:
+    def _fail(self, name: str, step: ResolvedStep, exc: Exception, duration: float) -> str:
         error = exc if isinstance(exc, StageError) else StageError(name, step.plugin, exc)
-        record.update(status="failed", duration=round(duration, 4), error=str(error))
         self.error = error
-        self.save()
+
+        def record_failed(manifest: Manifest) -> None:
+            _end_attempt(manifest, name, duration, str(error)).status = "failed"
+
+        self._update(record_failed)
         try:
             self.fire("crispml_on_stage_error", stage=name, plugin=step.plugin, error=exc, context=self.context)
         finally:
@@ -275,43 +410,106 @@ class RunPlan:
             material["split"] = split.model_dump() if split else None
         return hash_json(material)
 
-    def _cached(self, step: ResolvedStep, key: str) -> tuple[Result | None, str]:
+    def _cached(self, step: ResolvedStep, key: str) -> tuple[Result | None, str, dict[str, str] | None]:
+        """``(result, "cached", code hashes)`` stored under ``key`` if its code is unchanged."""
         if not (self.use_cache and step.cache and BY_NAME[step.stage].cacheable):
-            return None, ""
+            return None, "", None
         hit = self.store.cache_get(key)
         if hit is None:
-            return None, ""
+            return None, "", None
         result, code, entry = hit
         if not unchanged(code):
-            return None, ""
+            return None, "", None
         if (entry / "artifacts").is_dir():
             target = self.context.artifact_dir(step.stage)
             shutil.copytree(entry / "artifacts", target, dirs_exist_ok=True)
         self.store.link_result(self.context.run_id, step.stage, entry / "result.pkl")
-        return result, "cached"
+        return result, "cached", code
 
     def finish(self) -> str:
-        """Close the run: mark what never ran ``skipped``, write the outcome, tell observers."""
-        if self.manifest["status"] in ENDED:
-            return str(self.manifest["status"])
-        for record in self.manifest["stages"]:
-            if record["status"] in ("pending", "running"):
-                record["status"] = "skipped"
-        status = "failed" if self.error else "rejected" if self.rejection else "succeeded"
-        self.manifest.update(
-            status=status,
-            ended=_now(),
-            duration=round(time.perf_counter() - self._t0, 4),
-            rejection=self.rejection,
-            error=str(self.error) if self.error else None,
-        )
-        self.save()
+        """Close the run: mark what never ran ``skipped``, write the outcome, tell observers.
+
+        The outcome is read from the stored stage records, so a runner whose stages ran in
+        other processes finishes the run with the same outcome as the local runner."""
+
+        def close(manifest: Manifest) -> str | None:
+            if manifest.status in ENDED:
+                return None
+            for record in manifest.stages:
+                if record.status in ("pending", "running"):
+                    record.status, record.pid, record.host, record.thread = "skipped", None, None, None
+            self.error = self._run_error(manifest)
+            self.rejection = self.rejection or _rejection(manifest)
+            status = "failed" if self.error else "rejected" if self.rejection else "succeeded"
+            manifest.status, manifest.ended = status, _now()
+            manifest.duration = round(time.perf_counter() - self._t0, 4)
+            manifest.rejection, manifest.error = self.rejection, str(self.error) if self.error else None
+            return status
+
+        status = self._update(close)
+        if status is None:
+            return self.manifest.status
         try:
             self.fire("crispml_after_run", context=self.context, status=status, error=self.error)
         except Exception as exc:
             # An observer that fails at the end (a tracker that lost its server) fails the run.
             status = "failed"
             self.error = exc
-            self.manifest.update(status=status, error=f"crispml_after_run: {type(exc).__name__}: {exc}")
-        self.save()
+            message = f"crispml_after_run: {type(exc).__name__}: {exc}"
+
+            def record_observer_failure(manifest: Manifest) -> None:
+                manifest.status, manifest.error = status, message
+
+            self._update(record_observer_failure)
         return status
+
+    def _run_error(self, manifest: Manifest) -> BaseException | None:
+        """The run's error: the runner's own, else the first stage whose last attempt failed."""
+        if self.error is not None and not isinstance(self.error, StageError):
+            return self.error
+        for record in manifest.stages:
+            if record.status == "failed":
+                if isinstance(self.error, StageError) and self.error.stage == record.name:
+                    return self.error
+                return StageError.recorded(record.name, record.plugin, str(record.error))
+        return None
+
+
+def output_fingerprint(key: str, code: dict[str, str] | None, run_id: str) -> str:
+    """The fingerprint a stage hands its consumers (part of their cache keys).
+
+    It differs whenever the result may differ: the cache key holds the options, the inputs'
+    fingerprints and the plugin, and ``code`` the project files the stage ran with (the same
+    hashes its cache entry is checked against before reuse) — so a changed helper re-runs the
+    stage *and* everything downstream. A result not stored in the cache (``code`` is ``None``)
+    is this run's own: its fingerprint names the run, so downstream never matches another's.
+    """
+    if code is None:
+        return hash_json([key, run_id])
+    return hash_json([key, code])
+
+
+def _end_attempt(manifest: Manifest, name: str, duration: float, error: str | None) -> StageRecord:
+    """Close the stage's current attempt; return its record (no longer held by a process)."""
+    record = manifest.stage(name)
+    record.duration, record.error = round(duration, 4), error
+    record.pid, record.host, record.thread = None, None, None
+    if record.attempts:
+        record.attempts[-1].duration, record.attempts[-1].error = round(duration, 4), error
+    return record
+
+
+def _rejection(manifest: Manifest) -> str | None:
+    for record in manifest.stages:
+        if record.status == "rejected":
+            return f"{record.name}: " + "; ".join(record.reasons or [])
+    return None
+
+
+def running_elsewhere(record: StageRecord) -> bool:
+    """True when a live process, or another live thread of this one, holds the stage."""
+    from crispml.runs import _alive
+
+    if record.pid == os.getpid() and record.host == socket.gethostname():
+        return record.thread != threading.get_ident() and record.thread in {t.ident for t in threading.enumerate()}
+    return _alive(record)

@@ -38,6 +38,11 @@ from crispml.errors import PluginError
 ENTRY_POINT_GROUP = "crispml"
 _DEFAULT_PLUGINS = (("local", "crispml._local_runner"),)
 
+_IMPORTED_WITH: dict[str, frozenset[str]] = {}
+"""Modules first imported while a recipe's plugin module was imported (in this process), by the
+plugin module's name: what it loaded by ``importlib`` at import time, which no static import
+names. The cache counts them as the plugin's code."""
+
 
 @dataclass
 class PluginInfo:
@@ -161,7 +166,10 @@ class Plugins:
             if dotted in self.infos and self.infos[dotted].error is None:
                 names.append(dotted)
                 continue
+            before = set(sys.modules)
             module = importlib.import_module(dotted)
+            if dotted not in before:
+                _IMPORTED_WITH[dotted] = frozenset(set(sys.modules) - before)
             self.register(module, dotted, source=source, version=getattr(module, "__version__", None))
             if not self.infos[dotted].hooks:
                 self.pm.unregister(module)
@@ -231,6 +239,11 @@ def get_plugins(*, strict: bool | None = None, entry_points: bool = True) -> Plu
     if entry_points:
         plugins.load_entry_points()
     return plugins
+
+
+def imported_with(module: str) -> frozenset[str]:
+    """Modules first imported along with the plugin module ``module`` (see ``_IMPORTED_WITH``)."""
+    return _IMPORTED_WITH.get(module, frozenset())
 
 
 def module_of(plugin: object) -> ModuleType | None:

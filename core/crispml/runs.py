@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from crispml._redact import masked_fields
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
+from crispml.manifest import Manifest, StageRecord
 from crispml.plan import DONE, RunPlan
 from crispml.plugins import Plugins, get_plugins
 from crispml.recipe import Recipe
@@ -27,7 +27,7 @@ class RunResult:
     run_id: str
     status: str
     results: dict[str, Result]
-    manifest: dict[str, Any]
+    manifest: Manifest
     run_dir: Path
     error: BaseException | None = field(default=None, repr=False)
 
@@ -37,10 +37,20 @@ class RunResult:
 
     @property
     def stage_status(self) -> dict[str, str]:
-        return {s["name"]: s["status"] for s in self.manifest["stages"]}
+        return self.manifest.stage_status
 
     def __getitem__(self, output: str) -> Result:
-        """A result by its output name: ``dataset``, ``model``, ``evaluation``…"""
+        """A result by its output name: ``dataset``, ``model``, ``evaluation``…
+
+        A result another process produced (a runner's worker) is read from the run store."""
+        if output not in self.results:
+            from crispml.stages import PRODUCER
+
+            stage = PRODUCER.get(output)
+            stored = RunStore(self.run_dir.parents[2]).load_result(self.run_id, stage) if stage else None
+            if stored is None:
+                raise KeyError(output)
+            self.results[output] = stored
         return self.results[output]
 
 
@@ -107,6 +117,12 @@ def _recipe_dir(recipe: Recipe) -> Path:
 def _run(
     recipe: Recipe, overrides: list[str] | None, use_cache: bool, project: str | Path | None, plugins: Plugins
 ) -> RunResult:
+    return _execute(_new_plan(recipe, overrides, use_cache, project, plugins))
+
+
+def _new_plan(
+    recipe: Recipe, overrides: list[str] | None, use_cache: bool, project: str | Path | None, plugins: Plugins
+) -> RunPlan:
     resolved = resolve(recipe, plugins)
     store = RunStore(Path(project).resolve() if project else find_project())
     context = RunContext(
@@ -118,8 +134,7 @@ def _run(
         trackers=dict(resolved.trackers),
         secrets=resolved.secrets,
     )
-    plan = RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
-    return _execute(plan)
+    return RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
 
 
 def resume(
@@ -132,61 +147,79 @@ def resume(
     """Continue a failed or interrupted run from its first unfinished stage, under the same id."""
     store = RunStore(Path(project).resolve() if project else find_project())
     manifest = store.read_manifest(run_id)
-    if manifest["status"] in ("succeeded", "rejected"):
-        raise UsageError(f"run '{run_id}' already ended {manifest['status']}: nothing to resume")
-    if manifest["status"] == "running" and _alive(manifest):
-        raise UsageError(f"run '{run_id}' is still running (pid {manifest['pid']})")
-    masked = masked_fields(manifest["recipe"])
-    if masked:
-        raise UsageError(
-            f"run '{run_id}' had secrets written into its recipe ({masked[0]} is masked in its manifest), "
-            "so it cannot be resumed: write secrets as ${env:NAME} and run the recipe again"
-        )
-    recipe = Recipe.from_dict(manifest["recipe"]).with_source(
-        Path(manifest["recipe_file"]) if manifest.get("recipe_file") else None
-    )
-    with on_path(Path(manifest["recipe_dir"])):
+    if manifest.status in ("succeeded", "rejected"):
+        raise UsageError(f"run '{run_id}' already ended {manifest.status}: nothing to resume")
+    if manifest.status == "running" and _busy(manifest):
+        raise UsageError(f"run '{run_id}' is still running (pid {_busy(manifest)})")
+    recipe = stored_recipe(run_id, manifest, "resumed")
+    with on_path(Path(manifest.recipe_dir)):
         return _resume(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins))
 
 
-def _resume(run_id: str, manifest: dict[str, Any], recipe: Recipe, store: RunStore, plugins: Plugins) -> RunResult:
+def stored_recipe(run_id: str, manifest: Manifest, doing: str) -> Recipe:
+    """The recipe a stored run ran, to carry it on (``doing``: "resumed", ...)."""
+    masked = masked_fields(manifest.recipe)
+    if masked:
+        raise UsageError(
+            f"run '{run_id}' had secrets written into its recipe ({masked[0]} is masked in its manifest), "
+            f"so it cannot be {doing}: write secrets as ${{env:NAME}} and run the recipe again"
+        )
+    return Recipe.from_dict(manifest.recipe).with_source(Path(manifest.recipe_file) if manifest.recipe_file else None)
+
+
+def stored_plan(
+    run_id: str, manifest: Manifest, recipe: Recipe, store: RunStore, plugins: Plugins, *, resumed: bool
+) -> RunPlan:
+    """A plan over a run already in the store (call inside ``on_path(manifest.recipe_dir)``)."""
     resolved = resolve(recipe, plugins)
     context = RunContext(
         run_id=run_id,
         recipe=recipe,
         project_dir=store.project_dir,
-        recipe_dir=Path(manifest["recipe_dir"]),
+        recipe_dir=Path(manifest.recipe_dir),
         store=store,
         trackers=dict(resolved.trackers),
-        links=dict(manifest.get("links") or {}),
-        resumed=True,
+        links=dict(manifest.links),
+        resumed=resumed,
         secrets=resolved.secrets,
     )
-    for record in manifest["stages"]:
-        if record["status"] not in DONE:
-            record.update(status="pending", error=None)
-    manifest.update(status="running", ended=None, error=None, rejection=None, pid=os.getpid())
-    manifest["resumes"] = int(manifest.get("resumes", 0)) + 1
-    plan = RunPlan(resolved, context, use_cache=manifest.get("use_cache", True), manifest=manifest)
-    return _execute(plan)
+    return RunPlan(resolved, context, use_cache=manifest.use_cache, manifest=manifest)
 
 
-def _alive(manifest: dict[str, Any]) -> bool:
+def _resume(run_id: str, manifest: Manifest, recipe: Recipe, store: RunStore, plugins: Plugins) -> RunResult:
+    for record in manifest.stages:
+        if record.status not in DONE:
+            record.status, record.error = "pending", None
+    manifest.status, manifest.ended, manifest.error, manifest.rejection = "running", None, None, None
+    manifest.pid = os.getpid()
+    manifest.resumes += 1
+    return _execute(stored_plan(run_id, manifest, recipe, store, plugins, resumed=True))
+
+
+def _alive(holder: Manifest | StageRecord) -> bool:
+    """Whether the process a manifest (or a running stage's record) names is alive."""
     import socket
 
-    if manifest.get("host") != socket.gethostname():
+    if holder.host != socket.gethostname():
         return True  # cannot tell from here: assume it is
     try:
-        os.kill(int(manifest["pid"]), 0)
+        os.kill(int(holder.pid), 0)  # type: ignore[arg-type]
     except (OSError, ValueError, TypeError):
         return False
     return True
 
 
-def run_state(manifest: dict[str, Any]) -> str:
-    """The status to show for a manifest: ``interrupted`` for a run whose process is gone."""
-    status = str(manifest["status"])
-    if status == "running" and not _alive(manifest):
+def _busy(manifest: Manifest) -> int | None:
+    """The pid of a live process of the run — the one that started it, or one running one of
+    its stages (a runner's worker) — else ``None``."""
+    holders: list[Manifest | StageRecord] = [manifest, *(r for r in manifest.stages if r.status == "running")]
+    return next((int(h.pid) for h in holders if h.pid is not None and _alive(h)), None)
+
+
+def run_state(manifest: Manifest) -> str:
+    """The status to show for a manifest: ``interrupted`` for a run whose processes are gone."""
+    status = manifest.status
+    if status == "running" and not _busy(manifest):
         return "interrupted"
     return status
 
@@ -200,7 +233,11 @@ def _execute(plan: RunPlan) -> RunResult:
         if plan.error is None:
             plan.error = exc
         status = None
-    status = plan.finish() if status is None or plan.manifest["status"] == "running" else status
+    status = plan.finish() if status is None or plan.manifest.status == "running" else status
+    return result_of(plan, status)
+
+
+def result_of(plan: RunPlan, status: str) -> RunResult:
     return RunResult(
         run_id=plan.context.run_id,
         status=status,

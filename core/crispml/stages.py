@@ -6,6 +6,7 @@ it; recipes have one optional key per stage; the hookspecs mirror it one hook pe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from crispml.results import (
@@ -65,3 +66,28 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+
+PRODUCER: dict[str, str] = {s.output: s.name for s in STAGES}
+"""The stage that produces each output (``"model"`` → ``"train"``)."""
+
+
+def needs(stage: str, present: Iterable[str] | None = None) -> list[str]:
+    """The stages ``stage`` must wait for: the graph a runner may use to run stages side by side.
+
+    A stage needs the stages whose results it receives (``needs("evaluate") == ["train",
+    "load"]``). A stage that acts on the world outside the run — registering, deploying,
+    monitoring (the not ``cacheable`` ones) — also waits for every stage before it, so that no
+    gate (a validation, an evaluation threshold) can still say no after it acted.
+
+    :param stage: a stage name.
+    :param present: the stages a recipe has (default: every stage); absent ones are not needed.
+    """
+    if stage not in BY_NAME:
+        raise KeyError(f"unknown stage {stage!r} (stages: {', '.join(STAGE_NAMES)})")
+    names = STAGE_NAMES if present is None else tuple(s for s in STAGE_NAMES if s in set(present))
+    spec = BY_NAME[stage]
+    out = [PRODUCER[o] for o in spec.inputs if PRODUCER[o] in names]
+    if not spec.cacheable:
+        before = STAGE_NAMES[: STAGE_NAMES.index(stage)]
+        out += [s for s in names if s in before and s not in out]
+    return out

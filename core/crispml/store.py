@@ -18,9 +18,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crispml.errors import UsageError
+
+if TYPE_CHECKING:
+    from crispml.manifest import Manifest
 
 STORE_DIR = ".crispml"
 
@@ -88,6 +91,11 @@ def find_project(start: Path | None = None) -> Path:
     return here
 
 
+def _plain_name(run_id: str) -> bool:
+    """A run id names a folder directly under ``runs/``: no separators, no ``..``."""
+    return bool(run_id) and run_id not in (".", "..") and "/" not in run_id and os.sep not in run_id
+
+
 def new_run_id() -> str:
     """Sortable and unique: ``20261123-101502-3fa9c1``."""
     return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + secrets.token_hex(3)
@@ -107,25 +115,46 @@ class RunStore:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
-    def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
-        atomic_write_json(self.run_dir(run_id) / "manifest.json", manifest)
+    def manifest_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "manifest.json"
 
-    def read_manifest(self, run_id: str) -> dict[str, Any]:
+    def write_manifest(self, run_id: str, manifest: Manifest) -> None:
+        atomic_write_json(self.manifest_path(run_id), manifest.to_dict())
+
+    def read_manifest(self, run_id: str) -> Manifest:
+        """The run's manifest (of any ``schema_version``); a ``UsageError`` naming the latest
+        runs when there is no such run."""
+        from pydantic import ValidationError
+
+        from crispml.manifest import Manifest
+
         path = self.run_dir(run_id) / "manifest.json"
-        if not path.is_file():
-            known = ", ".join(r["run_id"] for r in self.list_runs()[:5]) or "none"
-            raise UsageError(f"run '{run_id}' not found in {self.runs_dir} (latest: {known}; see 'crispml runs')")
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        if not _plain_name(run_id) or not path.is_file():
+            known = ", ".join(r.run_id for r in self.list_runs()[:5]) or "none"
+            shown = run_id if len(run_id) <= 80 else run_id[:77] + "..."
+            raise UsageError(f"run {shown!r} not found in {self.runs_dir} (latest: {known}; see 'crispml runs')")
+        try:
+            return Manifest.load(json.loads(path.read_text()))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise UsageError(f"{path}: not a crispml manifest: {where}: {first['msg']}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: not a crispml manifest (unreadable JSON: {exc})") from None
 
-    def list_runs(self) -> list[dict[str, Any]]:
+    def list_runs(self) -> list[Manifest]:
         """Every readable manifest, newest first."""
+        from pydantic import ValidationError
+
+        from crispml.manifest import Manifest
+
         if not self.runs_dir.is_dir():
             return []
         out = []
         for path in sorted(self.runs_dir.glob("*/manifest.json"), reverse=True):
             try:
-                out.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError):
+                out.append(Manifest.load(json.loads(path.read_text())))
+            except (OSError, ValueError, TypeError, ValidationError):
                 continue
         return out
 

@@ -227,7 +227,7 @@ def after_run(options: TrackingOptions, context: RunContext, status: str, error:
         if found is None:
             return
         client, run_id = found
-        manifest = context.redact(context.manifest())
+        manifest = context.redact(context.manifest().to_dict())
         tags = [RunTag("crispml.outcome", status)]
         if manifest.get("rejection"):
             tags.append(RunTag("crispml.rejection", _text(manifest["rejection"], MAX_TAG)))

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from crispml import Recipe, Step
 from crispml.plugins import get_plugins
 from crispml.testing import run_with
@@ -184,3 +186,114 @@ def test_a_changed_user_estimator_invalidates_train(project: Path, churn_csv: Pa
     out = _run(project)
     assert "train     sklearn            succeeded" in out
     assert "load      files              cached" in out
+
+
+_SCORER = """
+import crispml
+
+@crispml.hookimpl
+def crispml_declare():
+    return crispml.Declaration(stages={"evaluate": crispml.Options})
+
+@crispml.hookimpl
+def crispml_evaluate(model):
+    return crispml.Evaluation(metrics={"value": float(model.model)})
+"""
+
+_TRAIN = """
+import crispml
+{imports}
+
+@crispml.hookimpl
+def crispml_declare():
+    return crispml.Declaration(stages={{"train": crispml.Options}})
+
+@crispml.hookimpl
+def crispml_train(dataset):
+    value = scale(float(dataset.train_frame["x"].sum()))
+    return crispml.TrainedModel(model=value, flavor="test", task="regression", target="y", feature_columns=["x"])
+"""
+
+# How the train step reaches the constant that changes: (files to write, module to name, file changed).
+_LAYOUTS = {
+    "direct": (
+        {
+            "steps.py": _TRAIN.format(imports="from helpers import scale"),
+            "helpers.py": "from consts import FACTOR\n\ndef scale(v):\n    return v * FACTOR\n",
+            "consts.py": "FACTOR = 2\n",
+        },
+        "steps",
+        "consts.py",
+    ),
+    "relative": (
+        {
+            "pkg/__init__.py": "",
+            "pkg/steps.py": _TRAIN.format(imports="from .helpers import scale"),
+            "pkg/helpers.py": "from .consts import FACTOR\n\ndef scale(v):\n    return v * FACTOR\n",
+            "pkg/consts.py": "FACTOR = 2\n",
+        },
+        "pkg.steps",
+        "pkg/consts.py",
+    ),
+    "importlib": (  # loaded by a computed name when the plugin module is imported
+        {
+            "steps.py": _TRAIN.format(
+                imports="import importlib\nscale = importlib.import_module('_'.join(['dyn', 'helpers'])).scale"
+            ),
+            "dyn_helpers.py": "from consts import FACTOR\n\ndef scale(v):\n    return v * FACTOR\n",
+            "consts.py": "FACTOR = 2\n",
+        },
+        "steps",
+        "consts.py",
+    ),
+    "package": (
+        {
+            "steps.py": _TRAIN.format(imports="import mathlib\nscale = mathlib.scale"),
+            "mathlib/__init__.py": "from mathlib.ops import scale\n",
+            "mathlib/ops.py": "from mathlib.consts import FACTOR\n\ndef scale(v):\n    return v * FACTOR\n",
+            "mathlib/consts.py": "FACTOR = 2\n",
+        },
+        "steps",
+        "mathlib/consts.py",
+    ),
+}
+
+
+def _manifest_of_last_run(project: Path, before: set[str]) -> dict[str, object]:
+    import json
+
+    (run_id,) = {p.name for p in (project / ".crispml" / "runs").iterdir()} - before
+    return json.loads((project / ".crispml" / "runs" / run_id / "manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_a_changed_module_behind_the_train_step_reruns_everything_downstream(project: Path, layout: str) -> None:
+    """Issue 9 §1: evaluate (another plugin, which imports none of train's code) must not come
+    back cached with the old model's metrics when only a constant train reached changed."""
+    files, module, changing = _LAYOUTS[layout]
+    (project / "data.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))
+    for name, text in {**files, "scorer.py": _SCORER}.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    (project / "recipe.yaml").write_text(
+        f"name: downstream\nplugins: [{module}, scorer]\nload: {{use: files, path: data.csv, target: y}}\n"
+        f"train: {{use: {module}}}\nevaluate: {{use: scorer}}\n"
+    )
+
+    def run() -> tuple[dict[str, str], float]:
+        runs = project / ".crispml" / "runs"
+        before = {p.name for p in runs.iterdir()} if runs.is_dir() else set()
+        _run(project)
+        manifest = _manifest_of_last_run(project, before)
+        stages = manifest["stages"]
+        assert isinstance(stages, list)
+        return {s["name"]: s["status"] for s in stages}, float(stages[2]["summary"]["metrics"]["value"])
+
+    first = run()
+    assert first[0] == {"load": "succeeded", "train": "succeeded", "evaluate": "succeeded"}
+    assert run() == ({"load": "cached", "train": "cached", "evaluate": "cached"}, first[1])
+    (project / changing).write_text("FACTOR = 3\n")
+    changed = run()
+    assert changed[0] == {"load": "cached", "train": "succeeded", "evaluate": "succeeded"}
+    assert changed[1] == first[1] / 2 * 3  # evaluate saw the new model, not the stale one
+    assert run() == ({"load": "cached", "train": "cached", "evaluate": "cached"}, changed[1])

@@ -442,8 +442,8 @@ def test_the_api_result_holds_the_manifest_as_written(
 ) -> None:
     monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
     result = _run(project, fakes, Secretive(), api_token=TOKEN, region="${env:CRISPML_TEST_VALUE}", fail=True)
-    assert result.manifest == _manifest(result)
-    assert leaks(project, json.dumps(result.manifest)) == []
+    assert result.manifest.to_dict() == _manifest(result)
+    assert leaks(project, json.dumps(result.manifest.to_dict())) == []
 
 
 def test_secrets_in_lists_and_reshaped_values_are_masked(project: Path, fakes: dict[str, object]) -> None:

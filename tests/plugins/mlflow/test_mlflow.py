@@ -245,6 +245,43 @@ def test_register_champion_challenger_gate_and_audit(mlflow_project: Path, write
         crispml.load_model("unknown_model@champion")
 
 
+def test_a_model_changed_only_behind_its_estimator_is_registered(
+    mlflow_project: Path, write_recipe: Callable[..., Path]
+) -> None:
+    """Issue 9 §1: a constant the user's estimator takes from another module changes. The
+    retrained model is a new challenger (evaluated anew), not "unchanged" version 1."""
+    (mlflow_project / "knobs.py").write_text("C = 1.0\n")
+    (mlflow_project / "mymodels.py").write_text(
+        "from sklearn.linear_model import LogisticRegression\n"
+        "import knobs\n\n\n"
+        "class Tuned(LogisticRegression):\n"
+        "    def fit(self, X, y, sample_weight=None):\n"
+        "        self.C = knobs.C\n"
+        "        return super().fit(X, y, sample_weight)\n"
+    )
+    train = {"use": "sklearn", "estimator": "mymodels.Tuned", "params": {"max_iter": 500}}
+    recipe = write_recipe(register=REGISTER, train=train)
+    c = client(embedded(mlflow_project))
+
+    def run() -> dict[str, Any]:
+        done = cli(mlflow_project, "run", str(recipe))
+        assert done.returncode in (0, 3), done.stderr
+        (run_id,) = [r["run_id"] for r in crispml.RunStore(mlflow_project).list_runs()[:1]]
+        return dict(crispml.RunStore(mlflow_project).read_manifest(run_id))
+
+    first = run()
+    assert first["status"] == "succeeded" and champion(c) == "1"
+    (mlflow_project / "knobs.py").write_text("C = 0.0005\n")
+    second = run()
+    stages = {s["name"]: s for s in second["stages"]}
+    assert [stages[n]["status"] for n in ("load", "train", "evaluate")] == ["cached", "succeeded", "succeeded"]
+    roc_auc = stages["evaluate"]["summary"]["metrics"]["roc_auc"]
+    assert roc_auc != {s["name"]: s for s in first["stages"]}["evaluate"]["summary"]["metrics"]["roc_auc"]
+    versions = sorted(str(v.version) for v in c.search_model_versions("name='churn'"))
+    assert versions == ["1", "2"], second["rejection"]
+    assert float(c.get_model_version("churn", "2").tags["crispml.metric.roc_auc"]) == pytest.approx(roc_auc)
+
+
 DUMMY = [  # roc_auc 0.5: a deliberately weak first champion (the evaluate gate is relaxed for it)
     "train.estimator=sklearn.dummy.DummyClassifier",
     "train.params={}",
