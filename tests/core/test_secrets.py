@@ -508,3 +508,33 @@ def test_a_typed_manifest_is_redacted_into_the_same_type() -> None:
     r.add(TOKEN)
     out = r.manifest(Typed({"run_id": "r1", "error": f"failed with {TOKEN}", "stages": []}))
     assert isinstance(out, Typed) and out.data == {"run_id": "r1", "error": "failed with ***", "stages": []}
+
+
+def test_stages_run_one_by_one_keep_secrets_out_of_every_attempt(
+    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner's path (start_run, run_stage per stage, a retry, finish_run) writes no secret,
+    and a run holding a literal secret cannot be run stage by stage from the store."""
+    from crispml import StageError, finish_run, run_stage, start_run
+
+    monkeypatch.setenv("CRISPML_TEST_VALUE", ENV_VALUE)
+    monkeypatch.setenv("CRISPML_TEST_TOKEN", TOKEN)
+    plugins = plugins_with({**fakes, "sec": Secretive()})
+    recipe = basic_recipe(
+        evaluate=Step(use="sec", api_token="${env:CRISPML_TEST_TOKEN}", region="${env:CRISPML_TEST_VALUE}", fail=True)
+    )
+    run_id = start_run(recipe, project=project, plugins=plugins)
+    for stage in ("load", "train"):
+        assert run_stage(project, run_id, stage, plugins=plugins) == "succeeded"
+    for _ in range(2):  # a failed stage and its retry: two attempts, both recorded
+        with pytest.raises(StageError):
+            run_stage(project, run_id, "evaluate", plugins=plugins)
+    result = finish_run(project, run_id, plugins=plugins)
+    record = result.manifest.stage("evaluate")
+    assert len(record.attempts) == 2 and "${env:CRISPML_TEST_TOKEN}" in str(record.attempts[0].error)
+    assert leaks(project) == []
+
+    literal = start_run(basic_recipe(evaluate=Step(use="sec", api_token=TOKEN)), project=project, plugins=plugins)
+    with pytest.raises(UsageError, match=r"evaluate\.api_token is masked in its manifest"):
+        run_stage(project, literal, "load", plugins=plugins)
+    assert leaks(project) == []
