@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_gx.py
 	$(BIN)/python benchmarks/bench_mlflow.py
 	$(BIN)/python benchmarks/bench_bentoml.py
+	$(BIN)/python benchmarks/bench_prefect.py
 
 # Re-pin the tested set after changing an extra (then run make test).
 lock: $(BIN)/python

@@ -356,6 +356,9 @@ class RunPlan:
 
     def _fail(self, name: str, step: ResolvedStep, exc: Exception, duration: float) -> str:
         error = exc if isinstance(exc, StageError) else StageError(name, step.plugin, exc)
+        # The error leaves this process (a runner records it: a Prefect task's state): its
+        # message shows what the run's secrets came from, never them (``error.cause`` is whole).
+        error.args = (self.context.redact(str(error)),)
         self.error = error
 
         def record_failed(manifest: Manifest) -> None:

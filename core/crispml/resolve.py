@@ -280,7 +280,14 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         raise where.error(("runner",), f"plugin '{runner}' is not a runner")
     for backend in rdecl.missing_backends():
         raise where.error(("runner",), f"runner '{runner}' needs {backend.distribution}: {backend.install_hint()}")
+    # The runner sees the steps too (``info.context["steps"]``): per-stage options name stages.
     runner_options = _validate_options(
-        rdecl.runner, recipe.runner.options, ("runner",), where, recipe_dir, secrets=secrets
+        rdecl.runner,
+        recipe.runner.options,
+        ("runner",),
+        where,
+        recipe_dir,
+        {s.stage: s.options for s in steps},
+        secrets,
     )
     return Resolved(recipe, recipe_dir, steps, trackers, runner, runner_options, plugins, secrets)
