@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from crispml._session import Session, session
     from crispml._yaml import YamlProblem, load_yaml
     from crispml.context import RunContext
-    from crispml.declarations import Backend, Declaration, ExistingPath, Options, RetrainPolicy
+    from crispml.declarations import Backend, Declaration, ExistingPath, Options, RetrainPolicy, Secret
     from crispml.durations import parse_duration
     from crispml.errors import (
         BackendError,
@@ -71,6 +71,7 @@ _LAZY = {
     "MonitorResult": "crispml.monitoring",
     "monitor": "crispml.monitoring",
     "BackendError": "crispml.errors",
+    "Secret": "crispml.declarations",
     "CrispmlError": "crispml.errors",
     "ExitCode": "crispml.errors",
     "one_line": "crispml.errors",

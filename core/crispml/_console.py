@@ -65,17 +65,19 @@ class ConsoleReporter:
             self._status.start()
 
     @hookimpl
-    def crispml_after_stage(self, stage: str, plugin: str, status: str, result: Result, duration: float) -> None:
+    def crispml_after_stage(
+        self, stage: str, plugin: str, status: str, result: Result, duration: float, context: RunContext
+    ) -> None:
         self._stop()
         note = _brief(result)
         if status == "rejected" and result.rejection:
-            note = _said(result.rejection)
-        self._line(stage, plugin, status, duration, note)
+            note = result.rejection
+        self._line(stage, plugin, status, duration, _said(context.redact(note)))
 
     @hookimpl
-    def crispml_on_stage_error(self, stage: str, plugin: str, error: BaseException) -> None:
+    def crispml_on_stage_error(self, stage: str, plugin: str, error: BaseException, context: RunContext) -> None:
         self._stop()
-        self._line(stage, plugin, "failed", None, _said(f"{type(error).__name__}: {error}"))
+        self._line(stage, plugin, "failed", None, _said(context.redact(f"{type(error).__name__}: {error}")))
 
     @hookimpl
     def crispml_after_run(self, context: RunContext, status: str) -> None:
@@ -85,7 +87,7 @@ class ConsoleReporter:
             if record.status == "skipped":
                 self._line(record.name, record.plugin, "skipped", None, "")
         _, color = _STYLE.get(status, ("", "white"))
-        why = _said(manifest.rejection or manifest.error or "")
+        why = _said(context.redact(manifest.rejection or manifest.error or ""))
         self.console.print(
             f"[{color}]run {status}[/] in {manifest.duration or 0:.2f}s"
             + (f": {why}" if why else "")

@@ -272,10 +272,13 @@ def runs(as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON.")
 def show(run_id: str, as_json: bool) -> None:
     """Show one run: outcome, stages, data, versions."""
+    from crispml._redact import Redactor
     from crispml.runs import run_state
     from crispml.store import RunStore, find_project
 
-    manifest = RunStore(find_project()).read_manifest(run_id)
+    # Manifests are written redacted; this also covers ones written before secrets were declared
+    # (URL passwords).
+    manifest = Redactor().manifest(RunStore(find_project()).read_manifest(run_id))
     if as_json:
         _print_json(manifest.to_dict())
         return
@@ -347,7 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except CrispmlError as exc:
-        click.echo(f"crispml: error: {clip(' '.join(str(exc).split()), MESSAGE_LIMIT + 200)}", err=True)
+        from crispml._redact import mask_urls
+
+        click.echo(f"crispml: error: {clip(mask_urls(' '.join(str(exc).split())), MESSAGE_LIMIT + 200)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -356,9 +361,10 @@ def main(argv: list[str] | None = None) -> None:
         # never get here (a failing stage is an outcome, recorded in the run store).
         if os.environ.get("CRISPML_DEBUG"):
             raise
-        click.echo(
-            f"crispml: error: {type(exc).__name__}: {one_line(exc)} (CRISPML_DEBUG=1 shows the traceback)", err=True
-        )
+        from crispml._redact import mask_urls
+
+        message = one_line(mask_urls(" ".join(str(exc).split())) or type(exc).__name__)
+        click.echo(f"crispml: error: {type(exc).__name__}: {message} (CRISPML_DEBUG=1 shows the traceback)", err=True)
         sys.exit(ExitCode.FAILED)
     sys.exit(ExitCode.SUCCEEDED)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crispml._redact import Redactor
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -34,6 +36,8 @@ class RunContext:
     links: dict[str, Any] = field(default_factory=dict)
     """Identifiers in other systems (``{"mlflow_run_id": ...}``), saved in the manifest."""
     resumed: bool = False
+    secrets: Redactor = field(default_factory=Redactor, repr=False)
+    """What this run's options hold that must not be written down (from ``crispml.resolve``)."""
     steps: dict[str, tuple[str, BaseModel]] = field(default_factory=dict, repr=False)
     """Each stage's plugin and validated options (``${env:...}`` resolved): read them with
     :meth:`step_options`."""
@@ -60,8 +64,19 @@ class RunContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def logger(self, stage: str | None = None) -> logging.Logger:
-        return logging.getLogger("crispml" + (f".{stage}" if stage else ""))
+    def logger(self, stage: str | None = None) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger for this run whose messages have its secrets masked."""
+        return self.secrets.logger(logging.getLogger("crispml" + (f".{stage}" if stage else "")))
+
+    def redact(self, value: Any) -> Any:
+        """A copy of ``value`` (text, dicts, lists, options models) fit to leave the run store:
+        values read from ``${env:NAME}`` shown as the reference, declared secrets and URL
+        passwords as ``***``. Call it on anything a plugin sends elsewhere or prints."""
+        return self.secrets(value)
+
+    def redacted_recipe(self) -> dict[str, Any]:
+        """The recipe as the manifest keeps it (``Recipe.to_dict`` with secrets masked)."""
+        return self.secrets.recipe(self.recipe.to_dict())
 
     def tracker_options(self, name: str) -> BaseModel | None:
         """A tracker's options, for that tracker's own plugin: a plugin never reads another's

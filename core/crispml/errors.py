@@ -91,13 +91,17 @@ class RecipeError(UsageError):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
+        # A URL's password never reaches the terminal, whichever value an error echoes.
+        from crispml._redact import mask_urls
+
         where = ""
         if self.file:
             where = self.file + (f":{self.line}" if self.line else "") + ": "
         elif self.line:
             where = f"line {self.line}: "
-        field = f"{clip(self.field)}: " if self.field else ""
-        return f"{clip(where, 200)}{field}{clip(self.message, MESSAGE_LIMIT)}"
+        # Mask first, then cut: a cut through a URL could leave part of its password behind.
+        field = f"{clip(mask_urls(self.field))}: " if self.field else ""
+        return f"{clip(mask_urls(where), 200)}{field}{clip(mask_urls(self.message), MESSAGE_LIMIT)}"
 
     def located(self, file: str | None, line: int | None) -> RecipeError:
         """The same error, placed in a file (and line) once the caller knows them."""

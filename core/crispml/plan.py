@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from crispml._process import ProcessIdentity
-from crispml._redact import redact
 from crispml._version import __version__
 from crispml.context import RunContext
 from crispml.environment import environment
@@ -95,6 +94,7 @@ class RunPlan:
     def _new_manifest(self, overrides: list[str]) -> Manifest:
         r = self.resolved
         used = {s.plugin for s in r.steps} | set(r.trackers) | {r.runner}
+        recipe = self.context.secrets.recipe(r.recipe.to_dict())
         return Manifest.load(
             {
                 "run_id": self.context.run_id,
@@ -106,11 +106,11 @@ class RunPlan:
                 "pid": os.getpid(),
                 "pid_created": ProcessIdentity.current().created,
                 "host": socket.gethostname(),
-                "recipe": redact(r.recipe.to_dict()),
+                "recipe": recipe,
                 "recipe_file": str(r.recipe.source.resolve()) if r.recipe.source else None,
                 "recipe_dir": str(r.recipe_dir),
-                "recipe_hash": hash_json(r.recipe.to_dict()),
-                "overrides": overrides,
+                "recipe_hash": hash_json(recipe),
+                "overrides": self.context.secrets.overrides(overrides, r.recipe.to_dict()),
                 "use_cache": self.use_cache,
                 "environment": environment(self.context.project_dir, r.backend_distributions()),
                 "plugins": {
@@ -139,7 +139,8 @@ class RunPlan:
         """Write the whole manifest as this process holds it: the run's owner, as the run starts."""
         self.manifest.links = dict(self.context.links)
         with self._lock():
-            self.store.write_manifest(self.context.run_id, self.manifest)
+            # Written redacted (errors and summaries can echo option values).
+            self.store.write_manifest(self.context.run_id, self.context.secrets.manifest(self.manifest))
 
     def _update(self, change: Callable[[Manifest], _T]) -> _T:
         """Apply ``change`` to the stored manifest and write it back, under the run's lock.
@@ -155,7 +156,7 @@ class RunPlan:
             manifest = self.store.read_manifest(run_id) if path.is_file() else self.manifest
             value = change(manifest)
             manifest.links = {**manifest.links, **self.context.links}
-            self.store.write_manifest(run_id, manifest)
+            self.store.write_manifest(run_id, self.context.secrets.manifest(manifest))
         self.context.links.update(manifest.links)
         self.manifest = manifest
         return value
@@ -358,6 +359,9 @@ class RunPlan:
 
     def _fail(self, name: str, step: ResolvedStep, exc: Exception, duration: float) -> str:
         error = exc if isinstance(exc, StageError) else StageError(name, step.plugin, exc)
+        # The error leaves this process (a runner records it: a Prefect task's state): its
+        # message shows what the run's secrets came from, never them (``error.cause`` is whole).
+        error.args = (self.context.redact(str(error)),)
         self.error = error
 
         def record_failed(manifest: Manifest) -> None:
@@ -387,6 +391,9 @@ class RunPlan:
                 f"expected crispml.{spec.result_type.__name__}"
             )
         if isinstance(result, Dataset):
+            # ``source`` is lineage (shown, stored, sent to trackers): a DSN's password or a
+            # value read from ${env:NAME} must not travel with it.
+            result.source = self.context.redact(result.source)
             result = apply_split(result, self.resolved.recipe.split)
         return result
 

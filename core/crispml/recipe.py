@@ -214,8 +214,9 @@ def dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def describe_error(err: Any) -> str:
-    """One short phrase for one pydantic error: what was expected and what was given."""
+def describe_error(err: Any, *, show_input: bool = True) -> str:
+    """One short phrase for one pydantic error: what was expected and what was given (unless
+    ``show_input`` is false: the value of a declared-secret field is never echoed)."""
     kind = err.get("type", "")
     if kind == "extra_forbidden":
         return "unknown field"
@@ -223,7 +224,7 @@ def describe_error(err: Any) -> str:
         return "missing required field"
     msg = str(err.get("msg", "invalid value"))
     msg = msg.replace("Input should be", "expected").replace("Value error, ", "")
-    if "input" in err and kind not in {"value_error", "assertion_error"}:
+    if show_input and "input" in err and kind not in {"value_error", "assertion_error"}:
         msg += f", got {clip(repr(err['input']))}"
     return msg
 

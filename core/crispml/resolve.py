@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from crispml._redact import ENV_REFERENCE, Redactor, annotation_is_secret
 from crispml._yaml import line_of, load_with_lines
 from crispml.declarations import Backend, Declaration, Options
 from crispml.errors import MissingBackendError, PluginError, RecipeError, clip
@@ -47,6 +48,8 @@ class Resolved:
     runner: str
     runner_options: BaseModel
     plugins: Plugins
+    secrets: Redactor = field(default_factory=Redactor)
+    """What this recipe's options hold that must not be written down (``crispml._redact``)."""
 
     def step(self, stage: str) -> ResolvedStep | None:
         return next((s for s in self.steps if s.stage == stage), None)
@@ -111,48 +114,73 @@ def _validate_options(
     where: _Locator,
     base_dir: Path,
     earlier: dict[str, Options] | None = None,
+    secrets: Redactor | None = None,
 ) -> Any:
     # Validators read ``info.context``: ``base_dir`` (the recipe's folder) and ``steps`` (the
     # options of the steps validated before this one, by stage), so that e.g. a validate step
     # can check its columns against the file the load step reads, before anything runs.
     context = {"base_dir": base_dir, "steps": dict(earlier or {})}
-    data = _expand_env(data, prefix, where)
+    known = Redactor()
+    expanded = _expand_env(data, prefix, where, known)
     try:
-        return model.model_validate(data, context=context)
+        options = model.model_validate(expanded, context=context)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
-        msg = describe_error(err)
+        # The value of a declared-secret field is never echoed; one read from ${env:NAME} is
+        # shown as its reference (``known.text``).
+        msg = describe_error(err, show_input=not _declared_secret(model, loc))
         if err.get("type") == "extra_forbidden" and loc:
-            known = sorted(model.model_fields)
-            near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            known_fields = sorted(model.model_fields)
+            near = difflib.get_close_matches(str(loc[-1]), known_fields, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            msg = f"unknown option ({hint}expected one of: {', '.join(known)})"
-        raise where.error((*prefix, *loc), msg) from None
+            msg = f"unknown option ({hint}expected one of: {', '.join(known_fields)})"
+        # A validator may name another step's option (the file the load step reads): mask
+        # what every step validated so far holds, not only this one.
+        shown = Redactor()
+        shown.merge(known)
+        if secrets is not None:
+            shown.merge(secrets)
+        raise where.error((*prefix, *loc), shown.text(msg)) from None
+    known.learn_options(options, data, tuple(str(p) for p in prefix))
+    if secrets is not None:
+        secrets.merge(known)
+    return options
 
 
-_ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+def _declared_secret(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    """Whether the options field an error points at (its top-level field) is declared secret."""
+    if not loc:
+        return False
+    fields = model.model_fields
+    info = fields.get(str(loc[0])) or next((f for f in fields.values() if f.alias == loc[0]), None)
+    return info is not None and annotation_is_secret(info.annotation)
 
 
-def _expand_env(value: Any, path: tuple[Any, ...], where: _Locator) -> Any:
+def _expand_env(value: Any, path: tuple[Any, ...], where: _Locator, known: Redactor) -> Any:
     """Replace ``${env:NAME}`` in option strings, so secrets stay out of recipe files.
 
     The recipe (and so the run manifest) keeps the ``${env:NAME}`` form; only the validated
-    options a plugin receives hold the value.
+    options a plugin receives hold the value. ``known`` learns each value, so that whatever is
+    written down or printed shows the reference instead.
     """
     if isinstance(value, dict):
-        return {k: _expand_env(v, (*path, k), where) for k, v in value.items()}
+        return {k: _expand_env(v, (*path, k), where, known) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, (*path, i), where) for i, v in enumerate(value)]
+        return [_expand_env(v, (*path, i), where, known) for i, v in enumerate(value)]
     if isinstance(value, str) and "${env:" in value:
 
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
                 raise where.error(path, f"environment variable {name} is not set (used as ${{env:{name}}})")
+            known.add_env(name, os.environ[name])
             return os.environ[name]
 
-        return _ENV.sub(lookup, value)
+        expanded = ENV_REFERENCE.sub(lookup, value)
+        if expanded != value and ENV_REFERENCE.fullmatch(value) is None:
+            known.add(expanded, value)  # "postgresql://u:${env:PW}@h" is written as the user wrote it
+        return expanded
     return value
 
 
@@ -193,6 +221,7 @@ def _check_stratify(recipe: Recipe, steps: list[ResolvedStep], where: _Locator) 
 def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
     """Bind and validate every step of ``recipe``; raise a ``RecipeError`` on the first mistake."""
     where = _Locator(recipe)
+    secrets = Redactor()
     recipe_dir = (recipe.source.parent if recipe.source else Path.cwd()).resolve()
 
     with on_path(recipe_dir):
@@ -236,6 +265,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
             where,
             recipe_dir,
             {s.stage: s.options for s in steps},
+            secrets,
         )
         gates = []
         for metric, expression in step.gate.items():
@@ -268,7 +298,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
                 f"tracker '{name}' needs {backend.distribution}: {backend.install_hint()}",
                 backend=backend,
             )
-        trackers[name] = _validate_options(decl.tracker, raw, ("tracking", name), where, recipe_dir)
+        trackers[name] = _validate_options(decl.tracker, raw, ("tracking", name), where, recipe_dir, secrets=secrets)
 
     runner = recipe.runner.use
     _plugin_for(plugins, runner, ("runner",), where, "is installed")
@@ -281,6 +311,12 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         )
     # The runner sees the steps too (``info.context["steps"]``): per-stage options name stages.
     runner_options = _validate_options(
-        rdecl.runner, recipe.runner.options, ("runner",), where, recipe_dir, {s.stage: s.options for s in steps}
+        rdecl.runner,
+        recipe.runner.options,
+        ("runner",),
+        where,
+        recipe_dir,
+        {s.stage: s.options for s in steps},
+        secrets,
     )
-    return Resolved(recipe, recipe_dir, steps, trackers, runner, runner_options, plugins)
+    return Resolved(recipe, recipe_dir, steps, trackers, runner, runner_options, plugins, secrets)

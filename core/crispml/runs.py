@@ -8,7 +8,7 @@ from pathlib import Path
 
 from crispml._isolation import isolate
 from crispml._process import ProcessIdentity
-from crispml._redact import MASK, flatten
+from crispml._redact import masked_fields
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
 from crispml.manifest import Manifest, StageRecord
@@ -137,6 +137,7 @@ def _new_plan(
         trackers=dict(resolved.trackers),
         steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
         plugins=plugins,
+        secrets=resolved.secrets,
     )
     return RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
 
@@ -162,10 +163,11 @@ def resume(
 
 def stored_recipe(run_id: str, manifest: Manifest, doing: str) -> Recipe:
     """The recipe a stored run ran, to carry it on (``doing``: "resumed", ...)."""
-    if MASK in flatten(manifest.recipe).values():
+    masked = masked_fields(manifest.recipe)
+    if masked:
         raise UsageError(
-            f"run '{run_id}' had secrets written into its recipe (the manifest keeps them masked), so it "
-            f"cannot be {doing}: write secrets as ${{env:NAME}} and run the recipe again"
+            f"run '{run_id}' had secrets written into its recipe ({masked[0]} is masked in its manifest), "
+            f"so it cannot be {doing}: write secrets as ${{env:NAME}} and run the recipe again"
         )
     return Recipe.from_dict(manifest.recipe).with_source(Path(manifest.recipe_file) if manifest.recipe_file else None)
 
@@ -187,6 +189,7 @@ def stored_plan(
         resumed=resumed,
         steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
         plugins=plugins,
+        secrets=resolved.secrets,
     )
     return RunPlan(resolved, context, use_cache=manifest.use_cache, manifest=manifest)
 
@@ -250,7 +253,7 @@ def result_of(plan: RunPlan, status: str) -> RunResult:
         run_id=plan.context.run_id,
         status=status,
         results=plan.results,
-        manifest=plan.manifest,
+        manifest=plan.context.secrets.manifest(plan.manifest),  # as written: secrets masked
         run_dir=plan.context.run_dir,
         error=plan.error,
     )

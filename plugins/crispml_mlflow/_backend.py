@@ -37,6 +37,9 @@ _INITIALISED: set[str] = set()
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+# MLflow prints "View run ... at: <tracking URI>" to stdout, password included; the manifest's
+# links (and `crispml show`) give the run's URL with the password masked instead.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class TrackingServerError(CrispmlError):

@@ -2,8 +2,8 @@
 
 The MLflow run id goes into ``context.links`` (so the manifest names it); the crispml run id is
 the MLflow run's name and its ``crispml.run_id`` tag. ``crispml resume`` continues the same
-MLflow run. Option values whose names look secret, and passwords inside URIs, are masked
-before anything is sent.
+MLflow run. Everything sent goes through ``context.redact`` first: values read from
+``${env:NAME}`` are sent as the reference, declared secrets and passwords inside URIs as ``***``.
 """
 
 from __future__ import annotations
@@ -15,31 +15,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crispml import Dataset, RunContext, flatten, redact
+from crispml import Dataset, RunContext, flatten
 from crispml_mlflow import _backend
 
 if TYPE_CHECKING:
     from crispml import Result
     from crispml_mlflow import TrackingOptions
 
+PLUGIN = "mlflow"  # this plugin's name (its entry point), under which a recipe's tracking: names it
 MAX_PARAM = 6000
 MAX_TAG = 5000
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@")
 
 _CLIENTS: dict[tuple[str, str], Any] = {}
-
-
-def scrub(value: Any) -> Any:
-    """Secret-named fields masked (``crispml.redact``), and passwords inside URIs too."""
-    value = redact(value)
-    if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    if isinstance(value, str):
-        return _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", value)
-    return value
 
 
 def _key(name: str) -> str:
@@ -102,15 +90,16 @@ def run_tags(context: RunContext, extra: dict[str, str] | None = None) -> dict[s
         tags["mlflow.source.git.commit"] = str(git["commit"])
         tags["crispml.git_commit"] = str(git["commit"])
         tags["crispml.git_dirty"] = str(bool(git.get("dirty"))).lower()
-    # Extra tags (the tracker's ``tags:`` option) are masked by name as well as by value: a tag
-    # named ``api_token`` is ``***`` whatever it holds (``crispml.redact``).
-    tags.update(redact(dict(extra or {})))
-    return {k: _text(scrub(v), MAX_TAG) for k, v in tags.items()}
+    # The tracker's ``tags:`` option as the recipe spells it: ``owner: ${env:USER}`` is sent as
+    # the reference, never the value (the validated options hold the value).
+    written = ((context.redacted_recipe().get("tracking") or {}).get(PLUGIN) or {}).get("tags") or {}
+    tags.update({str(k): str(written.get(k, context.redact(v))) for k, v in (extra or {}).items()})
+    return {k: _text(v, MAX_TAG) for k, v in tags.items()}
 
 
 def params_of(context: RunContext) -> dict[str, str]:
-    """The recipe's options, flattened (``train.params.C``), secrets masked."""
-    recipe = scrub(context.recipe.to_dict())
+    """The recipe's options, flattened (``train.params.C``), as the manifest keeps them."""
+    recipe = context.redacted_recipe()
     recipe.pop("description", None)
     return {_key(k): _text(v, MAX_PARAM) for k, v in flatten(recipe).items()}
 
@@ -175,7 +164,7 @@ def after_stage(
         RunTag(f"crispml.stage.{stage}.plugin", plugin),
     ]
     if result.rejection:
-        tags.append(RunTag(f"crispml.stage.{stage}.rejection", _text(scrub(result.rejection), MAX_TAG)))
+        tags.append(RunTag(f"crispml.stage.{stage}.rejection", _text(context.redact(result.rejection), MAX_TAG)))
     client.log_batch(run_id, metrics=metrics, tags=tags)
     if isinstance(result, Dataset):
         _log_dataset(client, run_id, result)
@@ -219,7 +208,7 @@ def on_stage_error(
     if found is None:
         return
     client, run_id = found
-    message = _text(scrub(f"{type(error).__name__}: {error}"), MAX_TAG)
+    message = _text(context.redact(f"{type(error).__name__}: {error}"), MAX_TAG)
     client.log_batch(
         run_id,
         tags=[
@@ -238,7 +227,7 @@ def after_run(options: TrackingOptions, context: RunContext, status: str, error:
         if found is None:
             return
         client, run_id = found
-        manifest = scrub(context.manifest().to_dict())
+        manifest = context.redact(context.manifest().to_dict())
         tags = [RunTag("crispml.outcome", status)]
         if manifest.get("rejection"):
             tags.append(RunTag("crispml.rejection", _text(manifest["rejection"], MAX_TAG)))

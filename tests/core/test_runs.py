@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from crispml import Declaration, Evaluation, Options, Recipe, RecipeError, Step, hookimpl
+from crispml import Declaration, Options, Recipe, Step, hookimpl
 from crispml.testing import Recorder, run_with
 
 from conftest import MeanModel, TableLoader, basic_recipe
@@ -53,7 +51,6 @@ def test_a_failed_gate_rejects_and_nothing_downstream_runs(project: Path, fakes:
     class Registry:
         @hookimpl
         def crispml_declare(self):  # type: ignore[no-untyped-def]
-            from crispml import Declaration, Options
 
             return Declaration(stages={"register": Options})
 
@@ -77,7 +74,7 @@ def test_a_failed_gate_rejects_and_nothing_downstream_runs(project: Path, fakes:
 
 
 def test_a_result_rejection_from_a_plugin_rejects_the_run(project: Path, table: TableLoader) -> None:
-    from crispml import Declaration, Options, ValidationReport
+    from crispml import ValidationReport
 
     class Picky:
         @hookimpl
@@ -137,62 +134,6 @@ def test_split_is_seeded_and_stratified(project: Path, fakes: dict[str, object])
     assert first.test_frame["y"].value_counts().to_dict() == {0: 5, 1: 5}
     other = run_with(basic_recipe(split={"test_size": 0.25, "seed": 4}), project=project, plugins=fakes)["dataset"]
     assert list(other.test_index) != list(first.test_index)
-
-
-class _SecretOptions(Options):
-    api_token: str = ""
-    region: str = "eu"
-
-
-class _Secretive:
-    seen: list[str] = []
-
-    @hookimpl
-    def crispml_declare(self) -> Declaration:
-        return Declaration(stages={"evaluate": _SecretOptions})
-
-    @hookimpl
-    def crispml_evaluate(self, options: _SecretOptions) -> Evaluation:
-        self.seen.append(options.api_token)
-        return Evaluation(metrics={"score": 1.0})
-
-
-def test_env_references_reach_the_plugin_but_not_the_manifest(
-    project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CRISPML_TEST_TOKEN", "s3cr3t")
-    secretive = _Secretive()
-    recipe = basic_recipe(evaluate=Step(use="sec", api_token="${env:CRISPML_TEST_TOKEN}"))
-    result = run_with(recipe, project=project, plugins={**fakes, "sec": secretive})
-    assert result.status == "succeeded" and secretive.seen[-1] == "s3cr3t"
-    text = (result.run_dir / "manifest.json").read_text()
-    assert "s3cr3t" not in text and "${env:CRISPML_TEST_TOKEN}" not in text  # secret-named: masked
-    assert json.loads(text)["recipe"]["evaluate"]["api_token"] == "***"
-
-
-def test_literal_secrets_are_masked_in_the_manifest(project: Path, fakes: dict[str, object]) -> None:
-    recipe = basic_recipe(evaluate=Step(use="sec", api_token="plain-text-token", region="us"))
-    result = run_with(recipe, project=project, plugins={**fakes, "sec": _Secretive()})
-    text = (result.run_dir / "manifest.json").read_text()
-    assert "plain-text-token" not in text and '"region": "us"' in text
-
-
-def test_a_missing_environment_variable_is_a_recipe_error(project: Path, fakes: dict[str, object]) -> None:
-    recipe = basic_recipe(evaluate=Step(use="sec", region="${env:CRISPML_SURELY_UNSET}"))
-    with pytest.raises(RecipeError, match=r"evaluate\.region: environment variable CRISPML_SURELY_UNSET is not set"):
-        run_with(recipe, project=project, plugins={**fakes, "sec": _Secretive()})
-
-
-def test_a_run_with_literal_secrets_refuses_to_resume(project: Path, fakes: dict[str, object]) -> None:
-    from crispml import UsageError, resume
-    from crispml.testing import plugins_with
-
-    plugins = {**fakes, "sec": _Secretive()}
-    recipe = basic_recipe(train=Step(use="mean", fail=True), evaluate=Step(use="sec", api_token="literal"))
-    failed = run_with(recipe, project=project, plugins=plugins)
-    assert failed.status == "failed"
-    with pytest.raises(UsageError, match=r"cannot be resumed: write secrets as \$\{env:NAME\}"):
-        resume(failed.run_id, project=project, plugins=plugins_with(plugins))
 
 
 def test_the_manifest_records_the_git_commit_and_dirty_flag(project: Path, fakes: dict[str, object]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import crispml
-from crispml import Dataset, Declaration, Options, hash_file, hookimpl
+from crispml import Declaration, Options, hash_file, hookimpl
 
 CRISPML = str(Path(sys.executable).with_name("crispml"))
 CHURN = Path(__file__).resolve().parents[3] / "examples" / "quickstart" / "data" / "churn.csv"
@@ -128,64 +128,6 @@ def test_run_is_tracked_in_the_embedded_store(mlflow_project: Path, write_recipe
     manifest = json.loads((artifacts / "crispml" / "manifest.json").read_text())
     assert manifest["run_id"] == result.run_id and manifest["links"]["mlflow_run_id"] == run.info.run_id
     assert not (mlflow_project / "mlruns").exists()
-
-
-class SecretLoad:
-    """A load step whose options include secrets (names with password / token / key)."""
-
-    class LoadOptions(Options):
-        path: str
-        db_password: str
-        api_token: str
-        options: dict[str, str] = {}
-
-    @hookimpl
-    def crispml_declare(self) -> Declaration:
-        return Declaration(stages={"load": self.LoadOptions})
-
-    @hookimpl
-    def crispml_load(self, options: Any) -> Dataset:
-        import pandas as pd
-
-        frame = pd.read_csv(options.path)
-        return Dataset(
-            frame=frame, target="churned", name="churn", source=options.path, fingerprint=hash_file(Path(options.path))
-        )
-
-
-def test_secrets_never_reach_mlflow(mlflow_project: Path, write_recipe: Callable[..., Path]) -> None:
-    load = {
-        "use": "secret_load",
-        "path": str(CHURN),
-        "db_password": "hunter2-pw",
-        "api_token": "tok-S3CR3T",
-        "options": {"aws_secret_access_key": "AKIA-S3CR3T"},
-    }
-    # Extra run tags are masked by name too: a tag called api_token is *** whatever it holds.
-    tags = {
-        "team": "risk",
-        "api_token": "tag-tok-S3CR3T",
-        "DB_Password": "tag-pw-S3CR3T",
-        "signing_key": "plain-looking-value",
-    }
-    recipe = write_recipe(load=load, tracking={"mlflow": {"tags": tags}}, register=REGISTER)
-    result = crispml.run(recipe, extra_plugins={"secret_load": SecretLoad()})
-    assert result.status == "succeeded", result.error
-    run = client(embedded(mlflow_project)).get_run(result.manifest["links"]["mlflow_run_id"])
-    assert run.data.params["load.db_password"] == "***"
-    assert run.data.params["load.api_token"] == "***"
-    assert run.data.params["load.options.aws_secret_access_key"] == "***"
-    assert run.data.tags["team"] == "risk"
-    assert run.data.tags["api_token"] == "***"
-    assert run.data.tags["DB_Password"] == "***"
-    assert run.data.tags["signing_key"] == "***"
-    assert run.data.params["tracking.mlflow.tags.api_token"] == "***"
-    # Nowhere in MLflow's database or artifacts, in any form.
-    for path in (mlflow_project / ".crispml").rglob("*"):
-        if path.is_file() and "runs" not in path.relative_to(mlflow_project / ".crispml").parts:
-            data = path.read_bytes()
-            for secret in (b"hunter2-pw", b"tok-S3CR3T", b"AKIA-S3CR3T", b"tag-pw-S3CR3T", b"plain-looking-value"):
-                assert secret not in data, f"{secret!r} leaked into {path}"
 
 
 class BrokenTrain:
