@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, ValidationInfo
 
+from crispml.errors import clip
+
 Secret = SecretStr
 """Declare an option secret: ``password: crispml.Secret`` (pydantic's ``SecretStr``; any pydantic
 secret type counts). The plugin reads ``options.password.get_secret_value()``; everything crispml
 writes or prints shows ``***`` (or the ``${env:NAME}`` reference the value came from)."""
-
-from crispml.errors import clip
 
 if TYPE_CHECKING:
     from crispml.context import RunContext
