@@ -25,8 +25,10 @@ install: $(STAMP)
 # The quickstart end to end: validate, train, evaluate, register, deploy (recipe, then the same
 # through the Python API), one prediction from the served champion; then the server is stopped
 # (`crispml deploy churn@champion` serves it again).
+# CRISPML_PROJECT pins the project to the example's folder: a stray .crispml/ in a parent folder
+# (the project is the nearest ancestor holding one, as git finds its work tree) must not capture it.
 demo: install
-	cd examples/quickstart && { ../../$(BIN)/crispml run recipe.yaml && ../../$(BIN)/python run.py \
+	cd examples/quickstart && export CRISPML_PROJECT=$(CURDIR)/examples/quickstart && { ../../$(BIN)/crispml run recipe.yaml && ../../$(BIN)/python run.py \
 	  && ../../$(BIN)/python predict.py; status=$$?; ../../$(BIN)/crispml undeploy churn || true; exit $$status; }
 
 test: install
