@@ -1,21 +1,20 @@
 """Shared test helpers.
 
 * ``project``: a fresh project folder (its own ``.crispml/``), the cwd for the test.
-* ``require_service(host, port, what)``: skip with a reason when a service does not answer —
-  and fail instead under ``CI=true``, where a skipped service test would hide a gap.
+* ``require_service``: in ``tests/services.py`` (importable from every folder).
 * ``crispml_cli(*args)``: the real ``crispml`` command in a subprocess.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from services import require_service, service_answers  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
@@ -27,24 +26,6 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-def service_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def require_service(host: str, port: int, what: str) -> None:
-    """Skip (or, under CI=true, fail) when ``what`` does not answer on ``host:port``."""
-    if service_answers(host, port):
-        return
-    reason = f"{what} does not answer on {host}:{port}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a service test may not skip)")
-    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ so a test can tell exactly which row the point-in-time join picked.
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,23 +21,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-
-
-def _root_conftest() -> Any:
-    """The shared helpers of ``tests/conftest.py`` (``tests`` is not a package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("crispml_tests_shared", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-require_service: Callable[[str, int, str], None] = _root_conftest().require_service
+from services import require_service  # noqa: F401  (re-exported for the tests)
 
 DAY0 = pd.Timestamp("2026-01-01", tz="UTC")
 CUSTOMERS = 40

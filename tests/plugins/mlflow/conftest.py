@@ -25,25 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
+from services import require_service
 
-
-def _root_conftest() -> Any:
-    """The shared helpers of ``tests/conftest.py`` (``tests`` is not a package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("crispml_tests_shared", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-_shared = _root_conftest()
-QUICKSTART: Path = _shared.QUICKSTART
-require_service: Callable[[str, int, str], None] = _shared.require_service
+QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 PG_HOST, PG_PORT = "127.0.0.1", 5432

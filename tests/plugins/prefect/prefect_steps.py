@@ -7,27 +7,12 @@ score a gate tests.
 
 from __future__ import annotations
 
-import os
 import socket
 import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-
-
-def require_service(host: str, port: int, what: str) -> None:
-    """Skip (or, under CI=true, fail) when ``what`` does not answer on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return
-    except OSError:
-        pass
-    reason = f"{what} does not answer on {host}:{port}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a service test may not skip)")
-    pytest.skip(reason)
 
 
 def free_port() -> int:

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
+from services import require_service
 
-from prefect_steps import free_port, require_service, write_recipe
+from prefect_steps import free_port, write_recipe
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
