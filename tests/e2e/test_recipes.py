@@ -119,13 +119,14 @@ def test_retrain_on_drift_recipe_serves_and_its_monitor_sees_drift(project: Path
     folder, url = _init_and_run(project, "retrain-on-drift")
     assert "schedule recipe.yaml --cron" in (folder / "recipe.yaml").read_text()
     assert len(_predict(url, _rows(folder, "churned", 2))["predictions"]) == 2
-    quiet = _cli(folder, "monitor", "recipe.yaml")
+    quiet = _cli(project, "monitor", "mine/recipe.yaml")
     assert quiet.returncode == 0, quiet.stderr  # two requests: too few to tell, said so
     shifted = subprocess.run(
         [sys.executable, "make_data.py", "--shift", "--out", "data/shifted.csv"], cwd=folder, capture_output=True
     )
     assert shifted.returncode == 0
-    drift = _cli(folder, "monitor", "recipe.yaml", "--batch", "data/shifted.csv", "--no-retrain", "--json")
+    batch = str(folder / "data" / "shifted.csv")
+    drift = _cli(project, "monitor", "mine/recipe.yaml", "--batch", batch, "--no-retrain", "--json")
     assert drift.returncode == 3, drift.stdout + drift.stderr
     assert json.loads(drift.stdout)["report"]["drift_detected"] is True
 
