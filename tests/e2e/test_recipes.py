@@ -19,6 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 CRISPML = str(Path(sys.executable).with_name("crispml"))
+pytestmark = pytest.mark.slow
+
 NEW = ("delivery-time-regression", "ticket-priority-multiclass", "retrain-on-drift")
 
 

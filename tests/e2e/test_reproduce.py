@@ -42,6 +42,7 @@ def _evaluate_metrics(cwd: Path, run_id: str) -> dict[str, float]:
     return next(s for s in manifest["stages"] if s["name"] == "evaluate")["summary"]["metrics"]
 
 
+@pytest.mark.slow
 def test_reproduce_the_quickstart(quickstart: Path) -> None:
     first = _cli(quickstart, "run", "recipe.yaml", "--set", f"deploy.port={_free_port()}")
     assert first.returncode == 0, first.stderr

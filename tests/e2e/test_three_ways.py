@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 WAYS = REPO / "examples" / "three_ways"
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # ~7 min on a loaded 2-core machine
 
 
 def _free_port() -> int:
