@@ -158,9 +158,15 @@ def reproduce(
     if result.status == "failed":
         out.status, out.error = "failed", " ".join(str(result.manifest.error or result.error).split())
         return out
-    unseeded = _unseeded(result.results.get("model"))
+    model = result.results.get("model")
+    unseeded = _unseeded(model)
     if tolerance is not None:
         out.tolerance, out.tolerance_reason = tolerance, "stated with --tolerance"
+    elif unseeded and _same_model(store.load_result(run_id, "train"), model, result.results.get("dataset")):
+        out.tolerance_reason = (
+            f"{', '.join(unseeded)} unset, but the model trained again answers exactly as the recorded one: "
+            "metrics must be equal"
+        )
     elif unseeded:
         out.tolerance = RANDOM_TOLERANCE
         out.tolerance_reason = (
@@ -261,6 +267,28 @@ def _compare_data(recorded: Manifest, again: Manifest, out: Reproduction) -> Non
         out.differences.append(
             f"{_short(str(source), Path(recorded.recipe_dir))} changed: fingerprint {before[:8]}… → {after[:8]}…"
         )
+
+
+def _same_model(recorded: Any, again: Any, dataset: Any) -> bool:
+    """Does the re-trained model answer exactly as the recorded one on the data's rows? An
+    estimator whose ``random_state`` is unset may still train deterministically (a logistic
+    regression's default solver does): then its metrics must be equal, not merely close.
+    (Pickled bytes cannot tell: equal fitted pipelines pickle differently.)"""
+    import numpy as np
+
+    try:
+        frame = dataset.frame[again.feature_columns]
+        answers = 0
+        for method in ("predict", "predict_proba"):
+            old, new = getattr(recorded.model, method, None), getattr(again.model, method, None)
+            if old is None or new is None:
+                continue
+            if not np.array_equal(np.asarray(old(frame)), np.asarray(new(frame))):
+                return False
+            answers += 1
+        return answers > 0
+    except Exception:
+        return False
 
 
 def _unseeded(model: Any) -> list[str]:
