@@ -233,7 +233,7 @@ def monitor(
     "--tolerance",
     type=float,
     metavar="X",
-    help="Allowed absolute difference per metric (default: 0 for a seeded model, 0.01 otherwise).",
+    help="Allowed absolute difference per metric (default: 0 for a deterministic model, 0.01 otherwise).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for CI.")
 def reproduce(run_id: str, overrides: tuple[str, ...], tolerance: float | None, as_json: bool) -> None:

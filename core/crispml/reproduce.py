@@ -7,8 +7,9 @@ the backends. Reproducing first compares each with what is here now and names ev
 metric that moved. Then it re-runs the recipe without the cache (a cached result would
 "reproduce" trivially) and without the stages that change the world — register, deploy,
 monitor, and trackers — since a reproduction is a check, not a release. Finally every recorded
-metric is compared with its new value: exactly for a seeded model, within a tolerance for one
-whose training is random (an estimator's ``random_state`` left unset).
+metric is compared with its new value: exactly for a deterministic model, within a tolerance for
+one whose training is random (an estimator's ``random_state`` left unset, and the model trained
+again answering differently from the recorded one).
 
 Exit codes: 0 reproduced, 3 a metric differs, 2 the run cannot be reproduced here (a file,
 plugin or backend is missing; the run recorded no metrics), 1 the re-run failed.
