@@ -69,3 +69,33 @@ def test_a_run_without_metrics_cannot_be_reproduced(project: Path, fakes: dict[s
     assert failed.status == "failed"
     out = reproduce(failed.run_id, project=project, plugins=plugins_with(fakes))
     assert out.exit_code == 2 and "recorded no metrics (status failed)" in out.missing[0]
+
+
+def test_another_commit_and_uncommitted_changes_are_named(project: Path, fakes: dict[str, object]) -> None:
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (project / "notes.txt").write_text("one\n")
+    git("add", "notes.txt")
+    git("commit", "-qm", "one")
+    before = git("rev-parse", "HEAD")
+    first = run_with(basic_recipe(), project=project, plugins=fakes)
+    assert first.manifest.environment["git"] == {"commit": before, "dirty": False}
+    (project / "notes.txt").write_text("two\n")
+    git("commit", "-qam", "two")
+    after = git("rev-parse", "HEAD")
+    (project / "notes.txt").write_text("three, not committed\n")
+    out = reproduce(first.run_id, project=project, plugins=plugins_with(fakes))
+    assert f"code: git commit {before[:10]} → {after[:10]}" in out.differences
+    assert "code: the work tree has uncommitted changes now" in out.differences
+    assert out.status == "reproduced"  # named, and the metrics still match
