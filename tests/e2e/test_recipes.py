@@ -92,6 +92,7 @@ def test_regression_recipe_trains_gates_and_serves_numbers(project: Path) -> Non
     manifest = json.loads(_cli(project, "show", run["run_id"], "--json").stdout)
     metrics = next(s for s in manifest["stages"] if s["name"] == "evaluate")["summary"]["metrics"]
     assert metrics["r2"] >= 0.6 and metrics["neg_root_mean_squared_error"] < 0
+    assert "artifacts" not in next(s for s in manifest["stages"] if s["name"] == "evaluate")["summary"]  # no plots
     model = json.loads(_cli(project, "models", "--json").stdout)[0]
     assert model["name"] == "delivery-time" and model["aliases"]["champion"] == "1"
     answer = _predict(url, _rows(folder, "delivery_minutes", 3))
@@ -107,6 +108,8 @@ def test_multiclass_recipe_serves_string_classes_with_probabilities(project: Pat
     manifest = json.loads(_cli(project, "show", run["run_id"], "--json").stdout)
     metrics = next(s for s in manifest["stages"] if s["name"] == "evaluate")["summary"]["metrics"]
     assert metrics["f1_macro"] >= 0.6 and 0.5 < metrics["roc_auc_ovr"] <= 1
+    plots = next(s for s in manifest["stages"] if s["name"] == "evaluate")["summary"]["artifacts"]
+    assert plots == ["confusion_matrix.png"]  # a ROC curve is drawn for binary classifiers only
     answer = _predict(url, _rows(folder, "priority", 20))
     classes = {"low", "medium", "high", "urgent"}
     assert set(answer["predictions"]) <= classes and len(answer["predictions"]) == 20
