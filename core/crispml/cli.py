@@ -19,7 +19,8 @@ from crispml.tables import console as _console
 from crispml.tables import print_json as _print_json
 from crispml.tables import print_rows
 
-_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init", "monitor")
+_CORE_COMMANDS: tuple[str, ...] = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init")
+_CORE_COMMANDS += ("monitor", "reproduce")
 
 
 class _Group(click.Group):
@@ -221,6 +222,65 @@ def monitor(
     else:
         click.echo(result.line())
     sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Change the recorded recipe (e.g. split.seed=7)."
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    metavar="X",
+    help="Allowed absolute difference per metric (default: 0 for a deterministic model, 0.01 otherwise).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for CI.")
+def reproduce(run_id: str, overrides: tuple[str, ...], tolerance: float | None, as_json: bool) -> None:
+    """Re-run the recorded run RUN_ID from its manifest and compare every metric.
+
+    First names what changed since (data files, git commit, backend versions); never registers,
+    deploys or monitors. Exit codes: 0 reproduced, 3 a metric differs, 2 cannot be reproduced
+    here (what is missing is named), 1 the re-run failed.
+    """
+    from crispml.plugins import get_plugins
+    from crispml.reproduce import reproduce as reproduce_run
+
+    plugins = get_plugins() if as_json else _reporter()
+    result = reproduce_run(run_id, overrides=list(overrides), tolerance=tolerance, plugins=plugins)
+    if as_json:
+        _print_json(result.as_json())
+    else:
+        _print_reproduction(result)
+    sys.exit(result.exit_code)
+
+
+def _print_reproduction(result: Any) -> None:
+    for line in result.differences:
+        click.echo(f"changed: {line}")
+    if result.missing:
+        for line in result.missing:
+            click.echo(f"missing: {line}")
+        click.echo(f"run {result.run_id} cannot be reproduced here")
+        return
+    if result.skipped:
+        click.echo(f"skipped: {', '.join(result.skipped)} (a reproduction never registers, deploys or monitors)")
+    if result.status == "failed":
+        click.echo(f"run {result.run_id}: the reproduction {result.new_run_id} failed: {result.error}")
+        return
+    print_rows(
+        result.metrics,
+        {
+            "stage": lambda m: m.stage,
+            "metric": lambda m: m.metric,
+            "recorded": lambda m: f"{m.recorded:.6g}",
+            "reproduced": lambda m: "-" if m.reproduced is None else f"{m.reproduced:.6g}",
+            "same": lambda m: ("yes" if m.reproduced == m.recorded else "within") if m.same else "[red]differs[/]",
+        },
+    )
+    click.echo(f"tolerance {result.tolerance:g}: {result.tolerance_reason}")
+    verdict = "reproduced" if result.status == "reproduced" else "differs"
+    click.echo(f"run {result.run_id}: {verdict} (reproduction run {result.new_run_id})")
 
 
 # -- runs, show ----------------------------------------------------------------------------

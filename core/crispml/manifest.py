@@ -5,8 +5,9 @@ One pydantic model, so that the core, commands and plugins read attributes
 that the file's shape is written down in one place. ``schema_version`` says which shape a file
 has; :meth:`Manifest.load` upgrades older files as it reads them (version 1, written before the
 field existed, had no ``attempts``), so runs recorded by an older crispml still show, resume and
-finish. Unknown fields are kept (``extra="allow"``): a newer file read by an older crispml loses
-nothing when written back.
+finish. Fields added since with a default (a stage's ``files``, a run's ``reproduces``) need no
+new version: a file without them reads as "not recorded". Unknown fields are kept
+(``extra="allow"``): a newer file read by an older crispml loses nothing when written back.
 
 For plugins written against the dict the manifest used to be, ``manifest["status"]``,
 ``manifest.get("links")`` and ``"error" in manifest`` still work (reading only); new code reads
@@ -73,6 +74,10 @@ class StageRecord(_Document):
     fingerprint: str | None = None
     """What this stage hands its consumers (part of their cache keys): equal means equal result."""
     gates: list[str] | None = None
+    files: dict[str, str] | None = None
+    """The files outside the run store the stage read (data, suites) and their sha256, as its
+    cache key saw them: ``crispml reproduce`` names the ones that changed since. Absent from
+    manifests written before it was recorded (``None``: not known)."""
     pid: int | None = None
     """The process running it (only while ``running``), with ``host`` and ``thread``."""
     pid_created: float | None = None
@@ -112,6 +117,8 @@ class Manifest(_Document):
     error: str | None = None
     links: dict[str, Any] = Field(default_factory=dict)
     resumes: int = 0
+    reproduces: str | None = None
+    """For a run made by ``crispml reproduce``: the id of the run it re-ran."""
 
     @classmethod
     def load(cls, data: dict[str, Any]) -> Manifest:

@@ -79,6 +79,8 @@ class RunPlan:
         self.use_cache = use_cache
         self.results: dict[str, Result] = {}
         self.fingerprints: dict[str, str] = {}
+        self.files: dict[str, dict[str, str]] = {}
+        """Per stage, the external files its cache key hashed (recorded for ``crispml reproduce``)."""
         self.error: BaseException | None = None
         self.rejection: str | None = None
         self._t0 = time.perf_counter()
@@ -340,6 +342,7 @@ class RunPlan:
                 record = _end_attempt(manifest, name, duration, None)
                 record.status, record.summary, record.fingerprint = status, done.summary(), fingerprint
                 record.gates, record.reasons = [str(g) for g in step.gates], reasons or None
+                record.files = self.files.get(name) or None
                 if isinstance(done, Dataset):
                     manifest.data = done.summary()
 
@@ -400,6 +403,8 @@ class RunPlan:
     def _cache_key(self, step: ResolvedStep, inputs: dict[str, Any]) -> str:
         plugin = self.plugins.get(step.plugin)
         module = module_of(plugin)
+        files = {str(p): hash_file(p) for p in step.options.external_inputs()}
+        self.files[step.stage] = files
         material = {
             "crispml": __version__,
             "stage": step.stage,
@@ -409,7 +414,7 @@ class RunPlan:
             "plugin_source": module_source_hash(module) if module else type(plugin).__qualname__,
             "options": step.options.model_dump(mode="json"),
             "inputs": {k: self.fingerprints.get(k) for k in sorted(inputs) if inputs[k] is not None},
-            "files": {str(p): hash_file(p) for p in step.options.external_inputs()},
+            "files": files,
         }
         if step.stage == "load":
             split = self.resolved.recipe.split
