@@ -138,6 +138,17 @@ def test_drift_retrains_and_the_runs_link_both_ways(proj: Path) -> None:
     assert stored["links"]["retrain_run"] == result.retrain.run_id
 
 
+def test_crispml_run_does_not_run_the_monitor_step(proj: Path) -> None:
+    """A monitor step in a recipe is for ``crispml monitor``: ``crispml run`` (and a resume of
+    that run) trains without it, so it never compares a model with itself or retrains from a run."""
+    recipe = write(proj, on_drift="retrain", batch=str(batch(proj, "shifted.csv", big_shift)))
+    result = crispml.run(recipe, project=proj, overrides=["train.params.C=0.7"])
+    assert result.status == "succeeded", result.manifest
+    assert [s["name"] for s in result.manifest["stages"]] == ["load", "train", "evaluate"]
+    assert "monitor_report" not in result.results and not (result.run_dir / "artifacts" / "monitor").exists()
+    assert result.manifest.get("kind") is None and runs_of(proj) == 2  # no monitor run, no retrain
+
+
 def test_no_retrain_flag_reports_only(proj: Path) -> None:
     recipe = write(proj, on_drift="retrain")
     result = crispml.monitor(recipe, batch=batch(proj, "shifted.csv", big_shift), no_retrain=True)
