@@ -227,6 +227,7 @@ def _context(resolved: Resolved, store: RunStore, links: dict[str, Any] | None =
         links=dict(links or {}),
         steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
         plugins=resolved.plugins,
+        secrets=resolved.secrets,
     )
 
 
