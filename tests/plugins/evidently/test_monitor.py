@@ -297,6 +297,10 @@ class Serving:
             prediction_log=self.log,
         )
 
+    @crispml.hookimpl
+    def crispml_deployment_names(self, project_dir: Path) -> list[str]:
+        return ["churn"]
+
 
 def training_run(proj: Path) -> str:
     return next(m["run_id"] for m in crispml.RunStore(proj).list_runs() if m["status"] == "succeeded")
@@ -362,8 +366,9 @@ def test_an_empty_window_is_exit_0(proj: Path) -> None:
 def test_an_unknown_deployment_is_one_line_and_no_run(proj: Path) -> None:
     recipe, plugins, _ = served(proj)
     recipe.write_text(recipe.read_text().replace("deployment: churn", "deployment: chrun"))
-    with pytest.raises(UsageError, match=r"^monitor.deployment: no deployment named 'chrun'"):
+    with pytest.raises(UsageError) as err:
         crispml.monitor(recipe, extra_plugins=plugins)
+    assert str(err.value) == "monitor.deployment: no deployment named 'chrun' (deployments: churn)"
     assert runs_of(proj) == 1
 
 
@@ -579,7 +584,7 @@ def test_validate_data_on_an_empty_window_is_exit_0_and_no_run(proj: Path) -> No
     [
         ({"since": "24x"}, "--since 24x: expected a duration like 30m, 6h, 2d"),
         ({"since": "1h", "last": 3}, "--since and --last: give one window"),
-        ({"deployment": "chrun"}, "--deployment: no deployment named 'chrun'"),
+        ({"deployment": "chrun"}, "--deployment: no deployment named 'chrun' (deployments: churn)"),
     ],
 )
 def test_validate_data_bad_input_is_one_line_and_nothing_runs(proj: Path, kwargs: dict[str, Any], message: str) -> None:
