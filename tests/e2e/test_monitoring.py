@@ -4,8 +4,8 @@ Great Expectations on the fresh data, Evidently on the served requests.
 One deployment, then in order: unshifted traffic → no drift, no retrain; shifted traffic with
 fresh data the challenger does no better on than the champion (scored on the same rows:
 ``evaluate.baseline: champion``) → retrain rejected, churn/1 still served, the deployment record
-unchanged; shifted traffic with fresh data the world now explains better → retrain → churn/2
-champion and served.
+unchanged (the rejected challenger stays registered as version 2); shifted traffic with fresh
+data the world now explains better → retrain → churn/3 champion and served.
 """
 
 from __future__ import annotations
@@ -176,5 +176,6 @@ def test_drift_retrains_and_only_a_better_model_is_served(served: Path) -> None:
     retrain = json.loads(_cli(served, "show", monitor["links"]["retrain_run"], "--json").stdout)
     assert retrain["trigger"]["monitor_run"] == monitor["run_id"]
     assert retrain["recipe"]["load"]["path"] == "data/fresh.csv"
-    assert served_model(served) == "churn/2"
-    assert traffic(served, shift(features(served, 20, 4))) == "churn/2"
+    # Version 2 is the challenger rejected in (2): registered, never served.
+    assert served_model(served) == "churn/3"
+    assert traffic(served, shift(features(served, 20, 4))) == "churn/3"
