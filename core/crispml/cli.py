@@ -19,10 +19,7 @@ from crispml.tables import console as _console
 from crispml.tables import print_json as _print_json
 from crispml.tables import print_rows
 
-_CORE_COMMANDS = (
-    *("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init"),
-    *("monitor", "validate-data"),
-)
+_CORE_COMMANDS = ("plugins", "run", "check", "runs", "show", "resume", "run-stage", "recipes", "init", "monitor")
 
 
 class _Group(click.Group):
@@ -219,31 +216,6 @@ def monitor(
         overrides=list(overrides),
         retrain_plugins=_reporter(),
     )
-    if as_json:
-        _print_json(result.as_json())
-    else:
-        click.echo(result.line())
-    sys.exit(result.exit_code)
-
-
-@cli.command("validate-data")
-@click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--deployment", metavar="NAME", help="The deployment (default: the monitor or deploy step's).")
-@click.option("--since", metavar="DURATION", help="Window: the requests of the last 30m, 6h, 2d…")
-@click.option("--last", type=int, metavar="N", help="Window: the last N predicted records.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def validate_data(
-    recipe: str, deployment: str | None, since: str | None, last: int | None, overrides: tuple[str, ...], as_json: bool
-) -> None:
-    """Apply RECIPE's validate step to a deployment's production window alone (no labels: the
-    target's expectations are skipped); the report is under the run's artifacts/validate/.
-
-    Exit codes: 0 the window passes (or is empty), 3 it fails the suite, 2 bad input.
-    """
-    from crispml.production_data import validate_data as run_validate
-
-    result = run_validate(recipe, deployment=deployment, since=since, last=last, overrides=list(overrides))
     if as_json:
         _print_json(result.as_json())
     else:

@@ -307,6 +307,7 @@ def _maybe_retrain(
             result.held = _hold(store, name, policy)  # another retrain may have ended meanwhile
             if result.held:
                 return result
+
             def start() -> RunResult:
                 return _retrain_run(result, recipe, policy, store, plugins)
 

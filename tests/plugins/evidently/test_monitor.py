@@ -617,6 +617,11 @@ def crispml_deployment(name, project_dir):
         return None
     return crispml.Deployment(name="churn", url="http://127.0.0.1:9", model_uri="models:/churn/2",
                               model="churn/2", training_run=TRAINING_RUN, prediction_log=LOG)
+
+
+@crispml.hookimpl
+def crispml_deployment_names(project_dir):
+    return ["churn"]
 """
 
 
@@ -643,7 +648,9 @@ def test_validate_data_command_line(proj: Path) -> None:
     assert json.loads(bad.stdout)["report"]["failed"] >= 2
     for args, message in (
         (("--since", "24x"), "--since 24x: expected a duration like 30m, 6h, 2d"),
-        (("--deployment", "chrun"), "--deployment: no deployment named 'chrun'"),
+        (("--deployment", "chrun"), "--deployment: no deployment named 'chrun' (deployments: churn)"),
+        (("data/churn.csv", "--last", "5"), "--deployment, --since and --last validate a deployment's requests"),
+        (("--report-dir", "out"), "--report-dir: a deployment's window is validated in a run"),
     ):
         wrong = cli(*args)
         assert wrong.returncode == 2 and wrong.stderr.startswith(f"crispml: error: {message}"), wrong.stderr
