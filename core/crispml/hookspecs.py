@@ -382,6 +382,19 @@ def crispml_deployment(name: str, project_dir: Path) -> Deployment | None:
     """
 
 
+@_hookspec
+def crispml_deployment_names(project_dir: Path) -> list[str] | None:
+    """The names of the deployments this plugin serves in ``project_dir``.
+
+    Every serving plugin answers; the answers are joined. ``crispml.deployment`` uses them to
+    say which names exist when one does not (``no deployment named 'chrun' (deployments:
+    churn)``), so that a typo in a recipe is one line that shows the fix.
+
+    :param project_dir: the project whose deployments to list.
+    :return: names, or ``None`` when this plugin serves nothing.
+    """
+
+
 def _all_hook_names() -> list[str]:
     """Every hookspec name, in definition order (used by the docs generator and tests)."""
     return [name for name, value in globals().items() if name.startswith("crispml_") and callable(value)]

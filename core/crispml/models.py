@@ -96,12 +96,21 @@ def deployment(name: str, project_dir: str | Path | None = None, *, plugins: Plu
     isolate(project, pl)
     found = pl.pm.hook.crispml_deployment(name=name, project_dir=project)
     if found is None:
-        raise UsageError(f"no deployment named '{name}' (see: crispml deployments)")
+        known = deployment_names(project, plugins=pl)
+        listed = f"deployments: {', '.join(known)}" if known else "there are no deployments"
+        raise UsageError(f"no deployment named '{name}' ({listed})")
     if not isinstance(found, Deployment):
         raise PluginError(
             f"crispml_deployment returned {type(found).__name__} for '{name}', expected crispml.Deployment"
         )
     return found
+
+
+def deployment_names(project_dir: str | Path | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Every deployment name the installed serving plugins know in the project, sorted."""
+    pl = _plugins(plugins)
+    answers = pl.pm.hook.crispml_deployment_names(project_dir=_project(project_dir))
+    return sorted({str(n) for answer in answers for n in (answer or [])})
 
 
 def serving_features(

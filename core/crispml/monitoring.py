@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,6 +181,7 @@ def monitor(
     plugins: Plugins | None = None,
     extra_plugins: dict[str, object] | None = None,
     retrain_plugins: Plugins | None = None,
+    retrain_wrapper: Callable[[Callable[[], RunResult]], RunResult] | None = None,
 ) -> MonitorResult:
     """Run ``recipe``'s monitor step alone; on drift, retrain as its policy allows.
 
@@ -191,6 +193,9 @@ def monitor(
     :param no_retrain: report drift (exit 3) without retraining.
     :param retrain_plugins: the plugins the retrain runs with (default: ``plugins``), so that a
         caller can watch it with a reporter the quiet monitor run does not get.
+    :param retrain_wrapper: called with a function that runs the retrain (once the guards let it)
+        and returns what that function returns: an orchestrator runs the retrain inside a unit of
+        its own (the ``prefect`` plugin's scheduled monitor: a subflow).
     """
     flags = window_overrides(since, last, batch)
     recipe = _with_flags(_as_recipe(recipe, overrides), flags)
@@ -213,7 +218,7 @@ def monitor(
         if run.status != "rejected" or report is None or not report.retrain or no_retrain or retrain is None:
             return result
         assert policy is not None
-        return _maybe_retrain(result, retrain, policy, store, retrain_plugins or loaded)
+        return _maybe_retrain(result, retrain, policy, store, retrain_plugins or loaded, retrain_wrapper)
 
 
 def _context(resolved: Resolved, store: RunStore, links: dict[str, Any] | None = None) -> RunContext:
@@ -227,6 +232,7 @@ def _context(resolved: Resolved, store: RunStore, links: dict[str, Any] | None =
         links=dict(links or {}),
         steps={s.stage: (s.plugin, s.options) for s in resolved.steps},
         plugins=resolved.plugins,
+        secrets=resolved.secrets,
     )
 
 
@@ -284,7 +290,12 @@ def _human(seconds: float) -> str:
 
 
 def _maybe_retrain(
-    result: MonitorResult, recipe: Recipe, policy: RetrainPolicy, store: RunStore, plugins: Plugins
+    result: MonitorResult,
+    recipe: Recipe,
+    policy: RetrainPolicy,
+    store: RunStore,
+    plugins: Plugins,
+    wrapper: Callable[[Callable[[], RunResult]], RunResult] | None = None,
 ) -> MonitorResult:
     name = result.monitor.manifest.recipe_name
     result.held = _hold(store, name, policy)
@@ -296,7 +307,11 @@ def _maybe_retrain(
             result.held = _hold(store, name, policy)  # another retrain may have ended meanwhile
             if result.held:
                 return result
-            result.retrain = _retrain_run(result, recipe, policy, store, plugins)
+
+            def start() -> RunResult:
+                return _retrain_run(result, recipe, policy, store, plugins)
+
+            result.retrain = wrapper(start) if wrapper is not None else start()
     except BlockingIOError:
         result.held = f"a retrain of '{name}' is already running"
         return result

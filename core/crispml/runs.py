@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,7 @@ def _run(
 def _new_plan(
     recipe: Recipe, overrides: list[str] | None, use_cache: bool, project: str | Path | None, plugins: Plugins
 ) -> RunPlan:
-    resolved = resolve(recipe, plugins)
+    resolved = lifecycle_steps(resolve(recipe, plugins))
     store = RunStore(Path(project).resolve() if project else find_project())
     isolate(store.project_dir, plugins)
     context = RunContext(
@@ -140,6 +141,15 @@ def _new_plan(
         secrets=resolved.secrets,
     )
     return RunPlan(resolved, context, use_cache=use_cache, overrides=overrides)
+
+
+def lifecycle_steps(resolved: Resolved) -> Resolved:
+    """``resolved`` without its ``monitor`` step: a run of the recipe trains, registers and
+    deploys; watching production traffic is a run of its own kind (``crispml monitor``), on a
+    schedule of its own, which would otherwise compare a model with itself right after deploying it."""
+    if resolved.step("monitor") is None:
+        return resolved
+    return dataclasses.replace(resolved, steps=[s for s in resolved.steps if s.stage != "monitor"])
 
 
 def resume(
@@ -177,6 +187,10 @@ def stored_plan(
 ) -> RunPlan:
     """A plan over a run already in the store (call inside ``on_path(manifest.recipe_dir)``)."""
     resolved = resolve(recipe, plugins)
+    if manifest.get("kind") == "monitor":
+        resolved = dataclasses.replace(resolved, steps=[s for s in resolved.steps if s.stage == "monitor"])
+    else:
+        resolved = lifecycle_steps(resolved)
     isolate(store.project_dir, plugins)
     context = RunContext(
         run_id=run_id,

@@ -186,6 +186,13 @@ def crispml_deployment(name: str, project_dir: Path) -> Deployment | None:
 
 
 @hookimpl
+def crispml_deployment_names(project_dir: Path) -> list[str]:
+    from crispml_bentoml._state import all_records
+
+    return [str(r["name"]) for r in all_records(project_dir) if r.get("name")]
+
+
+@hookimpl
 def crispml_register_commands(cli: click.Group, session: Session) -> None:
     from crispml_bentoml._cli import add_commands
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,13 +127,13 @@ def _score(value: Any) -> float | None:
 
 
 def _evidently() -> tuple[Any, Any, Any, Any]:
-    """Evidently's four names this engine uses, imported (~9 s, once) with telemetry off.
+    """Evidently's four names this engine uses, imported (~9 s, once). Its telemetry is off
+    through ``DO_NOT_TRACK``, which the core sets for every run (``crispml._isolation``).
 
     Its import trips DeprecationWarnings of its own and of its dependencies (numpy's
     ``numpy.core`` from evidently/legacy/tests/utils.py, litestar's ``Dependency``): those are
     Evidently's to fix, and under ``-W error`` they would fail every monitor run.
     """
-    os.environ.setdefault("DO_NOT_TRACK", "true")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from evidently import DataDefinition, Report

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crispml import (
-    Dataset,
     Deployment,
     MonitorReport,
     RunContext,
@@ -231,13 +230,9 @@ def validate_window(current: Any, reference: Reference, label: str, context: Run
     """The recipe's validate step applied to the window (``context.apply_step``): the window's
     Dataset names the training target without having the column, so expectations on it are
     the validate plugin's to skip."""
-    import pandas as pd
+    import crispml
 
-    frame = current[reference.features].reset_index(drop=True)
-    fingerprint = format(int(pd.util.hash_pandas_object(frame, index=False).sum()) & (2**64 - 1), "016x")
-    window = Dataset(
-        frame=frame, target=reference.target, name=f"{label} window", source=label, fingerprint=fingerprint
-    )
+    window = crispml.window_dataset(current[reference.features], reference.target, label)
     report = context.apply_step("validate", dataset=window)
     assert isinstance(report, ValidationReport)
     return report

@@ -12,7 +12,8 @@ or inline::
 
 A failed validation ends the run ``rejected`` (``on_failure: warn`` carries on). The report is
 stored as ``validation.json`` and ``validation.html`` in the stage's artifact folder.
-Commands: ``crispml suggest-suite DATA -o suite.yaml``, ``crispml validate-data RECIPE DATA``.
+Commands: ``crispml suggest-suite DATA -o suite.yaml``, ``crispml validate-data RECIPE DATA``
+(or, without DATA, ``--deployment NAME --since 24h``: a deployment's production window).
 
 This module only declares; Great Expectations and pandas are imported when a suite is checked
 (recipe check) or a stage runs.

@@ -80,16 +80,32 @@ def _load_read_options(resolved: Any) -> dict[str, Any]:
 
 @click.command("validate-data")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("data", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option(
     "--report-dir", type=click.Path(file_okay=False, path_type=Path),
     help="Where to write validation.json/.html (default: .crispml/validations/<id>/).",
 )  # fmt: skip
-def validate_data(recipe: str, data: Path, as_json: bool, report_dir: Path | None) -> None:
-    """Validate a new DATA batch against RECIPE's suite. Exit 0 passed, 3 failed, 2 bad input."""
+@click.option("--deployment", metavar="NAME", help="Without DATA: the deployment whose requests to validate.")
+@click.option("--since", metavar="DURATION", help="Without DATA: the requests of the last 30m, 6h, 2d…")
+@click.option("--last", type=int, metavar="N", help="Without DATA: the last N predicted records.")
+def validate_data(
+    recipe: str,
+    data: Path | None,
+    as_json: bool,
+    report_dir: Path | None,
+    deployment: str | None,
+    since: str | None,
+    last: int | None,
+) -> None:
+    """Validate a new DATA batch against RECIPE's suite — or, without DATA, a deployment's
+    production window (a run of kind validate-data). Exit 0 passed, 3 failed, 2 bad input."""
     import crispml
 
+    if data is None:
+        _validate_window(recipe, deployment, since, last, as_json, report_dir)
+    if deployment is not None or since is not None or last is not None:
+        raise UsageError("--deployment, --since and --last validate a deployment's requests: give them without DATA")
     resolved = crispml.check(recipe)
     step = resolved.step("validate")
     if step is None:
@@ -127,3 +143,19 @@ def validate_data(recipe: str, data: Path, as_json: bool, report_dir: Path | Non
     verdict = "passed" if report.success else f"failed ({failed} of {n} expectations)"
     click.echo(f"{data}: {verdict}; report {report_dir / 'validation.html'}", err=as_json)
     sys.exit(0 if report.success else 3)
+
+
+def _validate_window(
+    recipe: str, deployment: str | None, since: str | None, last: int | None, as_json: bool, report_dir: Path | None
+) -> None:
+    """``crispml validate-data RECIPE --deployment NAME [--since 24h | --last N]``: the core's
+    ``crispml.validate_data`` (any validate plugin), which records a run; exits with its code."""
+    import json
+
+    import crispml
+
+    if report_dir is not None:
+        raise UsageError("--report-dir: a deployment's window is validated in a run (its artifacts/validate/)")
+    result = crispml.validate_data(recipe, deployment=deployment, since=since, last=last)
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.line())
+    sys.exit(result.exit_code)

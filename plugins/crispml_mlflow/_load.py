@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,11 @@ def load_model(reference: str, project_dir: Path) -> Any | None:
             what = f"alias '{alias}'" if alias else f"version {version}"
             raise UsageError(f"model '{name}' has no {what} (see: crispml models)") from None
         raise
-    import mlflow.pyfunc
+    with warnings.catch_warnings():
+        # mlflow.pyfunc's import infers types of its own pydantic models and warns about their
+        # ``Any`` hints: MLflow's to fix, and not the caller's (the first load in a process).
+        warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)
+        import mlflow.pyfunc
 
     with _backend.fluent(uri):
         target = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"

@@ -167,6 +167,18 @@ def _metric_of(client: Any, mv: Any, metric: str) -> float | None:
     return None
 
 
+def _measured(evaluation: Evaluation | None, metric: str, champion: Any) -> float | None:
+    """The champion's ``metric`` as the evaluate step measured it on this run's test rows
+    (``baseline: champion``: ``champion_<metric>``, ``champion_version``) — a fairer comparison
+    than the stored metric, measured on the data of its own day. Only if the version measured is
+    the champion now: one promoted meanwhile was not measured."""
+    got = (evaluation.metrics if evaluation is not None else {}) or {}
+    value, version = got.get(f"champion_{metric}"), got.get("champion_version")
+    if value is None or version is None or str(int(version)) != str(champion.version):
+        return None
+    return float(value)
+
+
 def _ensure_registered_model(client: Any, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
@@ -247,7 +259,9 @@ def _register_and_decide(
             reason = f"no compare_on: champion stays version {champion.version}"
             promote = False
         else:
-            old = _metric_of(client, champion, metric)
+            measured = _measured(evaluation, metric, champion)
+            old = measured if measured is not None else _metric_of(client, champion, metric)
+            where = " on the same test rows" if measured is not None else ""
             if old is None:
                 promote = False
                 reason = (
@@ -262,7 +276,7 @@ def _register_and_decide(
                 word = "beats" if promote else "does not beat"
                 reason = (
                     f"{metric} {value:.6g} {word} champion version {champion.version}'s "
-                    f"{old:.6g} by more than {options.min_improvement:g}"
+                    f"{old:.6g}{where} by more than {options.min_improvement:g}"
                 )
                 if not promote:
                     rejection = f"challenger version {version}: {reason}"

@@ -4,7 +4,7 @@
              stages: {train: {timeout_seconds: 7200}, deploy: {retries: 0}}}
 
     crispml server start [--port 4200] [--database-url ...] | status | stop
-    crispml schedule recipe.yaml --cron "0 3 * * *" [--name nightly] [--set k=v] [--replace]
+    crispml schedule recipe.yaml --cron "0 3 * * *" [--name nightly] [--set k=v] [--replace] [--monitor]
     crispml schedules [--json]
     crispml schedules pause|resume|run|delete NAME
 

@@ -137,6 +137,7 @@ def _api_for_schedules(project: Path, api_url: str | None) -> str:
 @click.option(
     "--work-pool", default=None, metavar="NAME", help="Run on an existing work pool's workers instead of serving here."
 )
+@click.option("--monitor", is_flag=True, help="Schedule `crispml monitor RECIPE` (its monitor step) instead of a run.")
 def schedule(
     recipe: str,
     cron: str | None,
@@ -146,8 +147,10 @@ def schedule(
     replace: bool,
     api_url: str | None,
     work_pool: str | None,
+    monitor: bool,
 ) -> None:
-    """Run RECIPE on a schedule: a Prefect deployment, served from this machine."""
+    """Run RECIPE on a schedule: a Prefect deployment, served from this machine. With --monitor,
+    its monitor step (`crispml monitor`); a retrain it starts is a subflow."""
     import crispml
     from crispml_prefect import _schedules
     from crispml_prefect._when import check_cron, describe_interval, parse_interval
@@ -158,6 +161,8 @@ def schedule(
     seconds = parse_interval(interval) if interval is not None else None
     resolved = crispml.check(recipe, overrides=list(overrides))
     recipe_name = resolved.recipe.name
+    if monitor:
+        _check_monitor(resolved)
     name = _schedules.check_name(name or recipe_name)
     project = _project()
     record = _schedules.read(project)
@@ -174,6 +179,7 @@ def schedule(
         "interval": seconds,
         "paused": False,
         "work_pool": work_pool,
+        "mode": "monitor" if monitor else "run",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if work_pool:
@@ -191,7 +197,22 @@ def schedule(
         _schedules.ensure_serving(project)
     when = f"cron '{cron_text}'" if cron_text else describe_interval(float(seconds or 0))
     where = f"run by work pool '{work_pool}'s workers" if work_pool else "served from this machine"
-    click.echo(f"scheduled '{name}': {recipe} {when} (deployment crispml/{name} on {api}, {where})")
+    what = f"crispml monitor {recipe}" if monitor else recipe
+    click.echo(f"scheduled '{name}': {what} {when} (deployment crispml/{name} on {api}, {where})")
+
+
+def _check_monitor(resolved: Any) -> None:
+    """A monitor schedule's recipe has a monitor step, and its retrain recipe checks (the
+    monitor's ``retrain.set`` applied): refused here, before anything reaches Prefect."""
+    from crispml.monitoring import retrain_recipe
+
+    step = resolved.step("monitor")
+    if step is None:
+        where = f"{resolved.recipe.source}: " if resolved.recipe.source else ""
+        raise UsageError(f"--monitor: {where}the recipe has no monitor step (add 'monitor: {{use: ...}}')")
+    policy = step.options.retrain_policy()
+    if policy is not None:
+        retrain_recipe(resolved.recipe, policy, resolved.plugins)
 
 
 # -- schedules ------------------------------------------------------------------------------
@@ -218,6 +239,7 @@ def _rows(project: Path) -> list[dict[str, Any]]:
                 {
                     "name": name,
                     "recipe": entry["recipe"],
+                    "kind": _schedules.kind(entry),
                     "schedule": f"cron {entry['cron']}" if entry.get("cron") else describe_interval(entry["interval"]),
                     "paused": bool(dep.paused) if dep is not None else bool(entry.get("paused")),
                     "next_run": nxt.expected_start_time.isoformat() if nxt and nxt.expected_start_time else None,
@@ -236,7 +258,7 @@ def _rows(project: Path) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def schedules(ctx: click.Context, as_json: bool) -> None:
-    """List schedules (name, recipe, schedule, next/last run, run id, paused); pause|resume|run|delete NAME."""
+    """List schedules (name, kind, recipe, schedule, next/last run, run id, paused); pause|resume|run|delete NAME."""
     if ctx.invoked_subcommand is not None:
         return
     rows = _rows(_project())
@@ -250,11 +272,12 @@ def schedules(ctx: click.Context, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("name", "recipe", "schedule", "next run", "last run", "state", "run id", "paused"):
+    for column in ("name", "kind", "recipe", "schedule", "next run", "last run", "state", "run id", "paused"):
         table.add_column(column)
     for r in rows:
         table.add_row(
             r["name"],
+            r["kind"],
             Path(r["recipe"]).name,
             r["schedule"],
             (r["next_run"] or "-")[:19].replace("T", " "),

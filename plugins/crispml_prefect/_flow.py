@@ -30,11 +30,16 @@ def _run_of_flow_run(project: Path, flow_run_id: str) -> dict[str, Any] | None:
 
 @flow(name="crispml", persist_result=False, log_prints=False)
 def crispml_flow(recipe: str, project: str, overrides: list[str] | None = None, mode: str = "run") -> Any:
-    """Run (or, on a retry of this flow run, resume) a crispml recipe in ``project``."""
-    if mode != "run":
-        raise crispml.UsageError(f"mode {mode!r} is not supported (expected 'run')")
+    """Run (or, on a retry of this flow run, resume) a crispml recipe in ``project``; with
+    ``mode="monitor"``, its monitor step (``crispml monitor``), a retrain being a subflow."""
+    if mode not in ("run", "monitor"):
+        raise crispml.UsageError(f"mode {mode!r} is not supported (expected 'run' or 'monitor')")
     folder = Path(project)
     overrides = list(overrides or [])
+    if mode == "monitor":
+        from crispml_prefect._monitor_flow import monitor_in_flow
+
+        return monitor_in_flow(recipe, folder, overrides)
     context = FlowRunContext.get()
     flow_run_id = str(context.flow_run.id) if context and context.flow_run else ""
     earlier = _run_of_flow_run(folder, flow_run_id) if flow_run_id else None

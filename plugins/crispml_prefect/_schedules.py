@@ -77,6 +77,11 @@ def require(project: Path, name: str) -> dict[str, Any]:
     return dict(entry)
 
 
+def kind(entry: dict[str, Any]) -> str:
+    """``run`` (the recipe) or ``monitor`` (``crispml monitor``: ``schedule --monitor``)."""
+    return "monitor" if entry.get("mode") == "monitor" else "run"
+
+
 def deployment(project: Path, name: str, entry: dict[str, Any]) -> Any:
     """The Prefect deployment for one recorded schedule (built offline; ``apply`` sends it)."""
     from prefect.deployments.runner import EntrypointType
@@ -99,12 +104,13 @@ def deployment(project: Path, name: str, entry: dict[str, Any]) -> Any:
             "recipe": entry["recipe"],
             "project": str(project),
             "overrides": list(entry.get("overrides") or []),
-            "mode": "run",
+            "mode": kind(entry),
         },
         concurrency_limit=1,
         entrypoint_type=EntrypointType.MODULE_PATH,
-        tags=["crispml", f"recipe:{entry['recipe_name']}", f"schedule:{name}"],
-        description=f"crispml recipe {entry['recipe']} ({entry['recipe_name']})",
+        tags=["crispml", f"recipe:{entry['recipe_name']}", f"schedule:{name}", f"kind:{kind(entry)}"],
+        description=f"crispml {'monitor of ' if kind(entry) == 'monitor' else ''}recipe {entry['recipe']} "
+        f"({entry['recipe_name']})",
     )
 
 

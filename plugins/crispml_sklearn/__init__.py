@@ -74,6 +74,13 @@ class EvaluateOptions(Options):
     plots: bool = True
     """Save a confusion matrix and a ROC curve (classifiers) as PNG artifacts."""
     split: Literal["test", "train"] = "test"
+    baseline: Literal["champion"] | None = None
+    """``champion``: also score the registered champion on the same rows, as
+    ``champion_<metric>`` — the register step's champion/challenger gate then compares like with
+    like (the champion's stored metric was measured on older data)."""
+    baseline_model: str | None = None
+    """The registered model whose champion is the baseline (default: the register step's
+    ``model_name``)."""
 
     @field_validator("metrics")
     @classmethod
@@ -89,6 +96,8 @@ class EvaluateOptions(Options):
         return metrics
 
     def provided_metrics(self) -> list[str]:
+        if self.baseline == "champion":
+            return [*self.metrics, *(f"champion_{m}" for m in self.metrics), "champion_version"]
         return list(self.metrics)
 
 
@@ -124,4 +133,4 @@ def crispml_evaluate(
 ) -> Evaluation:
     from crispml_sklearn._evaluate import evaluate
 
-    return evaluate(options, model, dataset, context.artifact_dir("evaluate"))
+    return evaluate(options, model, dataset, context.artifact_dir("evaluate"), context)

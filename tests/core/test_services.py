@@ -115,12 +115,28 @@ def test_deployment_asks_the_serving_plugin(tmp_path: Path) -> None:
                 status="down",
             )
 
+        @hookimpl
+        def crispml_deployment_names(self, project_dir: Path) -> list[str]:
+            return ["churn", "fraud"]
+
+    class OtherServer:
+        @hookimpl
+        def crispml_deployment_names(self) -> list[str]:
+            return ["ads"]
+
     plugins = plugins_with({"server": Server(), "silent": Silent()}, entry_points=False)
     found = crispml.deployment("churn", tmp_path, plugins=plugins)
     assert found.model == "churn/3" and found.prediction_log == tmp_path / "log.jsonl"
     assert found.summary()["training_run"] == "run-1"
-    with pytest.raises(UsageError):
-        crispml.deployment("other", tmp_path, plugins=plugins)
+    with pytest.raises(UsageError) as err:
+        crispml.deployment("chrun", tmp_path, plugins=plugins)
+    assert str(err.value) == "no deployment named 'chrun' (deployments: churn, fraud)"
+    # Every serving plugin's names are listed; none at all is said so.
+    plugins = plugins_with({"server": Server(), "other": OtherServer()}, entry_points=False)
+    with pytest.raises(UsageError, match=r"\(deployments: ads, churn, fraud\)$"):
+        crispml.deployment("chrun", tmp_path, plugins=plugins)
+    with pytest.raises(UsageError, match=r"^no deployment named 'x' \(there are no deployments\)$"):
+        crispml.deployment("x", tmp_path, plugins=plugins_with({"silent": Silent()}, entry_points=False))
 
 
 # -- the prediction log --------------------------------------------------------------------------
@@ -279,9 +295,12 @@ def test_a_stage_reaches_the_registry_through_its_context(tmp_path: Path) -> Non
 
     registry = FolderRegistry()
     recipe = crispml.Recipe(name="r", split=None, load=crispml.Step(use="table"), monitor=crispml.Step(use="monitor"))
-    result = crispml.testing.run_with(
-        recipe, project=tmp_path, plugins={"table": TableLoader(), "monitor": Monitor(), "folder": registry}
-    )
+    # A monitor step runs in a run of its own (``crispml monitor``; ``crispml run`` leaves it out).
+    result = crispml.monitor(
+        recipe,
+        project=tmp_path,
+        plugins=crispml.testing.plugins_with({"table": TableLoader(), "monitor": Monitor(), "folder": registry}),
+    ).monitor
     assert result.status == "succeeded", result
     assert seen["resolved"].path == tmp_path / "models" / "churn" / "3"
     assert registry.contexts[-1] is not None and registry.contexts[-1].run_id == result.run_id

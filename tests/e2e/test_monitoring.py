@@ -2,8 +2,10 @@
 Great Expectations on the fresh data, Evidently on the served requests.
 
 One deployment, then in order: unshifted traffic → no drift, no retrain; shifted traffic with
-fresh data the challenger does no better on → retrain rejected, churn/1 still served; shifted
-traffic with fresh data the world now explains better → retrain → churn/2 champion and served.
+fresh data the challenger does no better on than the champion (scored on the same rows:
+``evaluate.baseline: champion``) → retrain rejected, churn/1 still served, the deployment record
+unchanged (the rejected challenger stays registered as version 2); shifted traffic with fresh
+data the world now explains better → retrain → churn/3 champion and served.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def served(tmp_path: Path) -> Iterator[Path]:
     shutil.copytree(REPO / "examples" / "quickstart", target, ignore=shutil.ignore_patterns(".crispml"))
     recipe = yaml.safe_load((target / "recipe.yaml").read_text())
     recipe["deploy"]["port"] = _free_port()
+    recipe["evaluate"]["baseline"] = "champion"  # the gate compares on the same (fresh) test rows
     recipe["monitor"] = {
         "use": "evidently",
         "window": {"last": 400},
@@ -108,7 +111,12 @@ def fresh(project: Path, labels: str) -> None:
         )
         data["churned"] = (score > score.median()).astype(int)
     else:
-        data["churned"] = np.random.default_rng(0).integers(0, 2, len(data))
+        # Labelled by the champion itself: on these rows it is perfect and no challenger can
+        # beat it — though a challenger's roc_auc here beats the champion's stored one (measured
+        # on the noisier original data), so a gate reading the stored metric would promote it.
+        import crispml
+
+        data["churned"] = crispml.load_model("churn@champion", project=project).predict(data).astype(int)
     data.to_csv(project / "data" / "fresh.csv", index=False)
 
 
@@ -139,14 +147,24 @@ def test_drift_retrains_and_only_a_better_model_is_served(served: Path) -> None:
     assert tracked["monitor.current_rows"] == 400 and tracked["monitor.drifted_columns"] == 0
     assert "monitor.drift_share" in tracked
 
-    # (2) the world moved, and the fresh labelled data explains churn no better: rejected
+    # (2) the world moved, and on the fresh labelled data the challenger is no better than the
+    # champion: rejected by the champion/challenger gate, churn/1 still served, nothing moved
     assert traffic(served, shift(features(served, 400, 2))) == "churn/1"
-    fresh(served, labels="random")
+    fresh(served, labels="champion")
+    before = json.loads(_cli(served, "deployments", "--json").stdout)
     rejected = _cli(served, "monitor", "recipe.yaml", "--json")
     assert rejected.returncode == 3, rejected.stderr
     outcome = json.loads(rejected.stdout)
     assert outcome["report"]["drift_detected"] is True and outcome["retrain_status"] == "rejected"
+    challenger = json.loads(_cli(served, "show", outcome["retrain_run"], "--json").stdout)
+    assert "does not beat champion version 1's" in challenger["rejection"]
+    assert "on the same test rows" in challenger["rejection"]
+    evaluation = next(s for s in challenger["stages"] if s["name"] == "evaluate")["summary"]["metrics"]
+    stored = float(client.get_model_version("churn", "1").tags["crispml.metric.roc_auc"])
+    assert stored < evaluation["roc_auc"] <= evaluation["champion_roc_auc"], (evaluation, stored)
     assert served_model(served) == "churn/1"
+    assert json.loads(_cli(served, "deployments", "--json").stdout) == before
+    assert traffic(served, shift(features(served, 20, 5))) == "churn/1"
 
     # (3) fresh data the model can learn from: the challenger beats the champion and is served
     assert traffic(served, shift(features(served, 400, 3))) == "churn/1"
@@ -158,5 +176,6 @@ def test_drift_retrains_and_only_a_better_model_is_served(served: Path) -> None:
     retrain = json.loads(_cli(served, "show", monitor["links"]["retrain_run"], "--json").stdout)
     assert retrain["trigger"]["monitor_run"] == monitor["run_id"]
     assert retrain["recipe"]["load"]["path"] == "data/fresh.csv"
-    assert served_model(served) == "churn/2"
-    assert traffic(served, shift(features(served, 20, 4))) == "churn/2"
+    # Version 2 is the challenger rejected in (2): registered, never served.
+    assert served_model(served) == "churn/3"
+    assert traffic(served, shift(features(served, 20, 4))) == "churn/3"

@@ -285,11 +285,16 @@ def _deployment(project: Project) -> crispml.Deployment:
     """``crispml.deployment`` in a process that has the folder registry installed, like a monitor's."""
     code = (
         "import pickle, sys, crispml\nd = crispml.deployment(sys.argv[1])\nsys.stdout.buffer.write(pickle.dumps(d))\n"
+        "try:\n    crispml.deployment('folderchrun')\n"
+        "except crispml.UsageError as exc:\n    print(exc, file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, "folderchurn"], capture_output=True, timeout=120, env=project.env, cwd=project.path
     )
     assert done.returncode == 0, done.stderr.decode()
+    # A wrong name lists the names the serving plugin knows (crispml_deployment_names).
+    unknown = done.stderr.decode().strip().splitlines()[-1]
+    assert unknown.startswith("no deployment named 'folderchrun' (deployments: ") and "folderchurn" in unknown
     deployment = pickle.loads(done.stdout)
     assert isinstance(deployment, crispml.Deployment)
     return deployment

@@ -138,6 +138,17 @@ def test_drift_retrains_and_the_runs_link_both_ways(proj: Path) -> None:
     assert stored["links"]["retrain_run"] == result.retrain.run_id
 
 
+def test_crispml_run_does_not_run_the_monitor_step(proj: Path) -> None:
+    """A monitor step in a recipe is for ``crispml monitor``: ``crispml run`` (and a resume of
+    that run) trains without it, so it never compares a model with itself or retrains from a run."""
+    recipe = write(proj, on_drift="retrain", batch=str(batch(proj, "shifted.csv", big_shift)))
+    result = crispml.run(recipe, project=proj, overrides=["train.params.C=0.7"])
+    assert result.status == "succeeded", result.manifest
+    assert [s["name"] for s in result.manifest["stages"]] == ["load", "train", "evaluate"]
+    assert "monitor_report" not in result.results and not (result.run_dir / "artifacts" / "monitor").exists()
+    assert result.manifest.get("kind") is None and runs_of(proj) == 2  # no monitor run, no retrain
+
+
 def test_no_retrain_flag_reports_only(proj: Path) -> None:
     recipe = write(proj, on_drift="retrain")
     result = crispml.monitor(recipe, batch=batch(proj, "shifted.csv", big_shift), no_retrain=True)
@@ -286,6 +297,10 @@ class Serving:
             prediction_log=self.log,
         )
 
+    @crispml.hookimpl
+    def crispml_deployment_names(self, project_dir: Path) -> list[str]:
+        return ["churn"]
+
 
 def training_run(proj: Path) -> str:
     return next(m["run_id"] for m in crispml.RunStore(proj).list_runs() if m["status"] == "succeeded")
@@ -351,8 +366,9 @@ def test_an_empty_window_is_exit_0(proj: Path) -> None:
 def test_an_unknown_deployment_is_one_line_and_no_run(proj: Path) -> None:
     recipe, plugins, _ = served(proj)
     recipe.write_text(recipe.read_text().replace("deployment: churn", "deployment: chrun"))
-    with pytest.raises(UsageError, match=r"^monitor.deployment: no deployment named 'chrun'"):
+    with pytest.raises(UsageError) as err:
         crispml.monitor(recipe, extra_plugins=plugins)
+    assert str(err.value) == "monitor.deployment: no deployment named 'chrun' (deployments: churn)"
     assert runs_of(proj) == 1
 
 
@@ -506,3 +522,136 @@ def test_a_window_failing_the_suite_is_never_retrained_on(proj: Path) -> None:
 def test_validate_true_needs_a_validate_step(proj: Path) -> None:
     with pytest.raises(RecipeError, match=r"monitor\.validate: validate: true checks the window"):
         crispml.monitor(write(proj, validate=True), batch=batch(proj, "same.csv"))
+
+
+# -- crispml validate-data: the validate step on the production window alone ----------------
+
+
+def validated_and_served(proj: Path) -> tuple[Path, dict[str, object], Path]:
+    recipe = with_suite(proj, deployment="churn")
+    log = proj / "predictions.jsonl"
+    return recipe, {"serving": Serving(log, "churn/2", training_run(proj))}, log
+
+
+def broken(frame: pd.DataFrame) -> None:
+    frame.loc[frame.index[:30], "payment_method"] = "bitcoin"
+    frame.loc[frame.index[:10], "tenure_months"] = 500
+
+
+def test_validate_data_passes_a_good_window_without_its_labels(proj: Path) -> None:
+    recipe, plugins, log = validated_and_served(proj)
+    now = datetime.now(UTC)
+    log_requests(log, sample(proj, 200, 1, broken), "churn/2", now - timedelta(hours=5))  # outside the window
+    log_requests(log, sample(proj, 300, 2), "churn/2", now - timedelta(minutes=3))
+    log_requests(log, sample(proj, 40, 3, broken), "churn/1", now - timedelta(minutes=2))  # another version
+    result = crispml.validate_data(recipe, since="1h", extra_plugins=plugins)
+    assert result.exit_code == 0, result.line()
+    assert (result.rows, result.others) == (300, 40)
+    assert result.run is not None and result.report is not None and result.report.success
+    assert result.line().startswith("churn/2 · 300 requests (40 from other versions not validated) · suite passed (")
+    manifest = result.run.manifest
+    assert manifest["kind"] == "validate-data" and [s["name"] for s in manifest["stages"]] == ["validate"]
+    report = json.loads((result.run.run_dir / "artifacts" / "validate" / "validation.json").read_text())
+    assert ("expect_column_values_to_be_in_set", "churned") in {
+        (r["expectation"], r["column"]) for r in report["skipped"]
+    }
+    assert not any(m.get("kind") == "monitor" for m in crispml.RunStore(proj).list_runs())  # no monitor ran
+
+
+def test_validate_data_fails_a_bad_window_exit_3(proj: Path) -> None:
+    recipe, plugins, log = validated_and_served(proj)
+    log_requests(log, sample(proj, 300, 4, broken), "churn/2", datetime.now(UTC))
+    result = crispml.validate_data(recipe, last=300, extra_plugins=plugins)
+    assert result.exit_code == 3 and result.run is not None and result.run.status == "rejected"
+    assert result.report is not None and len(result.report.failures) >= 2
+    failed = {r.column for r in result.report.failures}
+    assert {"payment_method", "tenure_months"} <= failed
+    assert "suite failed (" in result.line() and "\n" not in result.line()
+    assert not any(m.get("trigger") for m in crispml.RunStore(proj).list_runs())  # nothing retrained
+
+
+def test_validate_data_on_an_empty_window_is_exit_0_and_no_run(proj: Path) -> None:
+    recipe, plugins, log = validated_and_served(proj)
+    log_requests(log, sample(proj, 50, 5), "churn/2", datetime.now(UTC) - timedelta(days=2))
+    result = crispml.validate_data(recipe, since="6h", extra_plugins=plugins)
+    assert result.exit_code == 0 and result.run is None
+    assert result.line() == "churn/2 · 0 requests · no production data in the window"
+    assert runs_of(proj) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"since": "24x"}, "--since 24x: expected a duration like 30m, 6h, 2d"),
+        ({"since": "1h", "last": 3}, "--since and --last: give one window"),
+        ({"deployment": "chrun"}, "--deployment: no deployment named 'chrun' (deployments: churn)"),
+    ],
+)
+def test_validate_data_bad_input_is_one_line_and_nothing_runs(proj: Path, kwargs: dict[str, Any], message: str) -> None:
+    recipe, plugins, log = validated_and_served(proj)
+    log_requests(log, sample(proj, 100, 6), "churn/2", datetime.now(UTC))
+    with pytest.raises(UsageError) as err:
+        crispml.validate_data(recipe, extra_plugins=plugins, **kwargs)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert runs_of(proj) == 1
+
+
+def test_validate_data_needs_a_validate_step(proj: Path) -> None:
+    recipe, plugins, _ = served(proj)
+    with pytest.raises(UsageError, match="the recipe has no validate step"):
+        crispml.validate_data(recipe, extra_plugins=plugins)
+    assert runs_of(proj) == 1
+
+
+SERVING_MODULE = """
+from pathlib import Path
+
+import crispml
+
+LOG = Path(__file__).with_name("predictions.jsonl")
+
+
+@crispml.hookimpl
+def crispml_deployment(name, project_dir):
+    if name != "churn":
+        return None
+    return crispml.Deployment(name="churn", url="http://127.0.0.1:9", model_uri="models:/churn/2",
+                              model="churn/2", training_run=TRAINING_RUN, prediction_log=LOG)
+
+
+@crispml.hookimpl
+def crispml_deployment_names(project_dir):
+    return ["churn"]
+"""
+
+
+def test_validate_data_command_line(proj: Path) -> None:
+    import sys
+
+    crispml_bin = str(Path(sys.executable).with_name("crispml"))
+    recipe, _, log = validated_and_served(proj)
+    (proj / "serving_here.py").write_text(SERVING_MODULE + f"\nTRAINING_RUN = {training_run(proj)!r}\n")
+    data = yaml.safe_load(recipe.read_text())
+    data["plugins"] = ["serving_here"]
+    recipe.write_text(yaml.safe_dump(data))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([crispml_bin, "validate-data", str(recipe), *args], capture_output=True, text=True)
+
+    log_requests(log, sample(proj, 250, 7), "churn/2", datetime.now(UTC))
+    good = cli("--deployment", "churn", "--last", "250")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("churn/2 · 250 requests · suite passed") and good.stdout.count("\n") == 1
+    log_requests(log, sample(proj, 100, 8, broken), "churn/2", datetime.now(UTC))
+    bad = cli("--last", "100", "--json")
+    assert bad.returncode == 3, bad.stderr
+    assert json.loads(bad.stdout)["report"]["failed"] >= 2
+    for args, message in (
+        (("--since", "24x"), "--since 24x: expected a duration like 30m, 6h, 2d"),
+        (("--deployment", "chrun"), "--deployment: no deployment named 'chrun' (deployments: churn)"),
+        (("data/churn.csv", "--last", "5"), "--deployment, --since and --last validate a deployment's requests"),
+        (("--report-dir", "out"), "--report-dir: a deployment's window is validated in a run"),
+    ):
+        wrong = cli(*args)
+        assert wrong.returncode == 2 and wrong.stderr.startswith(f"crispml: error: {message}"), wrong.stderr
+        assert "Traceback" not in wrong.stderr
