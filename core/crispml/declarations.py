@@ -42,6 +42,18 @@ class Options(BaseModel):
         """
         return []
 
+    def check_inputs(self) -> CheckInputs:
+        """What checking these options reads besides the options themselves: files, and
+        distributions beyond the plugin's declared backends (whose versions always count).
+
+        A recipe check that passed is remembered under a key of these files' contents and
+        versions (``crispml.check_cache``), so validators marked :func:`crispml.backend_check`
+        are skipped — and their backend left unimported — until one changes. The default is
+        :meth:`external_inputs` and :meth:`code_references`; override it when those are costly
+        to compute (they must not import the backend) or when the check reads more.
+        """
+        return CheckInputs(files=tuple(self.external_inputs()), modules=tuple(self.code_references()))
+
     def code_references(self) -> list[str]:
         """Modules this step runs code from that its plugin does not import itself (a user's
         estimator class named by import path). Their source — and the project modules they
@@ -78,6 +90,18 @@ class Options(BaseModel):
         When known, a ``gate:`` naming any other metric is a recipe error. ``None``: unknown.
         """
         return None
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """What a step's recipe check depends on besides its options (``Options.check_inputs``)."""
+
+    files: tuple[Path, ...] = ()
+    """Files or folders the check reads (a suite, a folder of definitions): their content counts."""
+    distributions: tuple[str, ...] = ()
+    """Installed distributions whose version counts, besides the plugin's declared backends."""
+    modules: tuple[str, ...] = ()
+    """Project modules the check imports (a user's estimator): their source counts."""
 
 
 @dataclass(frozen=True)
