@@ -12,7 +12,6 @@ import functools
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 class Options(BaseModel):
     """Base class of a plugin's options model: unknown fields are errors, not silence."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     def external_inputs(self) -> list[Path]:
         """Files outside the run store this step reads (data files, suites).
@@ -140,10 +139,9 @@ ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
 @functools.lru_cache(maxsize=256)
 def _distribution_version(distribution: str) -> str | None:
     """An installed distribution's version (looked up once per process: it scans sys.path)."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+    from crispml._distributions import version
+
+    return version(distribution)
 
 
 @dataclass(frozen=True)

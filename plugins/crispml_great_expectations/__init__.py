@@ -53,7 +53,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 class InlineExpectation(BaseModel):
     """One inline expectation: ``expect`` plus the expectation's own arguments."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
     expect: str
     """The expectation type: ``column_values_to_be_between``, ``expect_…`` or ``ExpectColumn…``."""
