@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _SUFFIXES = (".dist-info", ".egg-info")
-_scanned: tuple[tuple[tuple[str, int], ...], dict[str, Path]] | None = None
+_scanned: tuple[tuple[tuple[str, tuple[int, int]], ...], dict[str, Path]] | None = None
+_indexes: dict[str, tuple[tuple[int, int], dict[str, Path]]] = {}
 
 
 @dataclass(frozen=True)
@@ -46,32 +47,44 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _folder_index(folder: str, mtime: tuple[int, int]) -> dict[str, Path]:
+    """Normalized name → metadata folder of the distributions directly in ``folder``."""
+    cached = _indexes.get(folder)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    found: dict[str, Path] = {}
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        names = []
+    for item in names:
+        if item.endswith(_SUFFIXES):
+            stem = item.rsplit(".", 1)[0]
+            found.setdefault(normalize(stem.split("-", 1)[0]), Path(folder) / item)
+    _indexes[folder] = (mtime, found)
+    return found
+
+
 def _folders() -> dict[str, Path]:
     """Normalized name → metadata folder; the first on ``sys.path`` wins, as for imports.
 
-    Read again whenever ``sys.path`` or one of its folders changed (an install, a test's path)."""
+    Each folder is listed again only when its modification time changed (an install), and
+    the whole is rebuilt when ``sys.path`` changed (a recipe's folder, a test's path)."""
     global _scanned
     stamp = []
     for entry in sys.path:
         try:
-            stamp.append((entry, os.stat(entry or ".").st_mtime_ns))
+            st = os.stat(entry or ".")
         except OSError:
             continue
+        stamp.append((entry, (st.st_mtime_ns, st.st_nlink)))  # a new metadata folder changes both
     key = tuple(stamp)
     if _scanned is not None and _scanned[0] == key:
         return _scanned[1]
     found: dict[str, Path] = {}
-    for entry, _ in key:
-        folder = entry or "."
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        for item in names:
-            if not item.endswith(_SUFFIXES):
-                continue
-            stem = item.rsplit(".", 1)[0]
-            found.setdefault(normalize(stem.split("-", 1)[0]), Path(folder) / item)
+    for entry, mtime in key:
+        for name, path in _folder_index(entry or ".", mtime).items():
+            found.setdefault(name, path)
     _scanned = (key, found)
     return found
 
