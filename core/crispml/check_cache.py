@@ -83,23 +83,24 @@ def resolve_checked(
     :param project_dir: the project whose ``.crispml/`` keeps the passed checks. Nothing is
         written there for a recipe that fails its check, nor, unless ``run``, when ``.crispml/``
         does not exist (``crispml check`` in a folder that never ran anything leaves no trace).
-    :param reuse: ``False`` runs every check (``--no-cache``), and records the result.
+    :param reuse: ``False`` runs every check and records nothing (``--no-cache``: no stored
+        result is read, and none is written for a run that asked for none).
     :param run: the recipe is about to run (which makes ``.crispml/`` anyway).
     """
     from crispml.fingerprint import code_dependencies, unchanged
     from crispml.resolve import resolve
 
-    light = resolve(recipe, plugins, checks=False)
     store = project_dir / ".crispml"
-    if not (run or store.is_dir()):
+    if not reuse or not (run or store.is_dir()):
         return resolve(recipe, plugins)
+    before = set(sys.modules)  # what the checks import, the light one's included, is their code
+    light = resolve(recipe, plugins, checks=False)
     folder = store / CHECKS_DIR
     secret = _read_secret(folder)
-    if reuse and secret is not None:
+    if secret is not None:
         code = _read_entry(folder / f"{check_key(light, secret)}.json")
         if code is not None and unchanged(code):
             return light
-    before = set(sys.modules)
     resolved = resolve(recipe, plugins)  # raises on a failed check: nothing is written
     modules = (set(sys.modules) - before) | set(recipe.plugins)
     for options in _all_options(resolved):
