@@ -166,27 +166,42 @@ def _all_options(resolved: Resolved) -> list[Any]:
     return [s.options for s in resolved.steps] + list(resolved.trackers.values()) + [resolved.runner_options]
 
 
+_SECRET_BYTES = 32
+
+
 def _read_secret(folder: Path) -> bytes | None:
     try:
         value = (folder / "secret").read_bytes()
     except OSError:
         return None
-    return value or None
+    return value if len(value) == _SECRET_BYTES else None  # a torn one is no key
 
 
 def _new_secret(folder: Path) -> bytes:
-    """The project's key for check entries, made once (readable by its owner only)."""
+    """The project's key for check entries, made once (readable by its owner only).
+
+    Written whole to a temporary file, then linked into place: a process killed half-way leaves
+    no short key behind, and two processes making it at once agree on the first one's."""
+    import tempfile
+
     path = folder / "secret"
     folder.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_bytes(32)
+    value = secrets.token_bytes(_SECRET_BYTES)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".secret.")  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return _read_secret(folder) or value
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(value)
-        fh.flush()
-        os.fsync(fh.fileno())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(value)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # never over another process's key
+        except FileExistsError:
+            existing = _read_secret(folder)
+            if existing is not None:
+                return existing
+            os.replace(tmp, path)  # an unreadable or short one: replace it
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return value
 
 

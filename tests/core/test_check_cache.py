@@ -233,6 +233,18 @@ def test_check_in_a_folder_that_never_ran_leaves_no_trace(tmp_path: Path, monkey
     assert not (tmp_path / ".crispml").exists()
 
 
+def test_a_torn_key_file_is_replaced_and_checks_are_remembered_again(project: Path) -> None:
+    plugins = _plugins()
+    folder = project / ".crispml" / "cache" / "checks"
+    folder.mkdir(parents=True)
+    (folder / "secret").write_bytes(b"")  # killed between creating the key file and writing it
+    run_with(_recipe(project), project=project, plugins=plugins)
+    assert len((folder / "secret").read_bytes()) == 32
+    run_with(_recipe(project), project=project, plugins=plugins)
+    assert CHECKS == ["ok"]
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
 def test_a_corrupt_entry_is_checked_again(project: Path) -> None:
     plugins = _plugins()
     run_with(_recipe(project), project=project, plugins=plugins)
