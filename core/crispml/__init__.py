@@ -18,8 +18,17 @@ if TYPE_CHECKING:
     from crispml._redact import flatten, redact
     from crispml._session import Session, session
     from crispml._yaml import YamlProblem, load_yaml
+    from crispml.check_cache import backend_check
     from crispml.context import RunContext
-    from crispml.declarations import Backend, Declaration, ExistingPath, Options, RetrainPolicy, Secret
+    from crispml.declarations import (
+        Backend,
+        CheckInputs,
+        Declaration,
+        ExistingPath,
+        Options,
+        RetrainPolicy,
+        Secret,
+    )
     from crispml.durations import parse_duration
     from crispml.errors import (
         BackendError,
@@ -64,6 +73,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "RunContext": "crispml.context",
     "Backend": "crispml.declarations",
+    "CheckInputs": "crispml.declarations",
+    "backend_check": "crispml.check_cache",
     "Declaration": "crispml.declarations",
     "ExistingPath": "crispml.declarations",
     "Options": "crispml.declarations",

@@ -12,7 +12,6 @@ import functools
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 class Options(BaseModel):
     """Base class of a plugin's options model: unknown fields are errors, not silence."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     def external_inputs(self) -> list[Path]:
         """Files outside the run store this step reads (data files, suites).
@@ -41,6 +40,18 @@ class Options(BaseModel):
         Override in an options model whose step reads files.
         """
         return []
+
+    def check_inputs(self) -> CheckInputs:
+        """What checking these options reads besides the options themselves: files, and
+        distributions beyond the plugin's declared backends (whose versions always count).
+
+        A recipe check that passed is remembered under a key of these files' contents and
+        versions (``crispml.check_cache``), so validators marked :func:`crispml.backend_check`
+        are skipped — and their backend left unimported — until one changes. The default is
+        :meth:`external_inputs` and :meth:`code_references`; override it when those are costly
+        to compute (they must not import the backend) or when the check reads more.
+        """
+        return CheckInputs(files=tuple(self.external_inputs()), modules=tuple(self.code_references()))
 
     def code_references(self) -> list[str]:
         """Modules this step runs code from that its plugin does not import itself (a user's
@@ -81,6 +92,18 @@ class Options(BaseModel):
 
 
 @dataclass(frozen=True)
+class CheckInputs:
+    """What a step's recipe check depends on besides its options (``Options.check_inputs``)."""
+
+    files: tuple[Path, ...] = ()
+    """Files or folders the check reads (a suite, a folder of definitions): their content counts."""
+    distributions: tuple[str, ...] = ()
+    """Installed distributions whose version counts, besides the plugin's declared backends."""
+    modules: tuple[str, ...] = ()
+    """Project modules the check imports (a user's estimator): their source counts."""
+
+
+@dataclass(frozen=True)
 class RetrainPolicy:
     """How a monitor's drift becomes a training run (``crispml monitor``).
 
@@ -116,10 +139,9 @@ ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
 @functools.lru_cache(maxsize=256)
 def _distribution_version(distribution: str) -> str | None:
     """An installed distribution's version (looked up once per process: it scans sys.path)."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+    from crispml._distributions import version
+
+    return version(distribution)
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 
 def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+    from crispml.declarations import _distribution_version
+
+    return _distribution_version(dist)
 
 
 def git_state(path: Path) -> dict[str, Any]:

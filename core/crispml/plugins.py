@@ -24,13 +24,13 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import metadata
 from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from crispml import hookspecs
+from crispml._distributions import entry_points
 from crispml._markers import PROJECT
 from crispml.declarations import Declaration
 from crispml.errors import PluginError
@@ -133,17 +133,16 @@ class Plugins:
     def load_entry_points(self) -> None:
         """Load every ``crispml`` entry point, one at a time."""
         disabled = {n.strip() for n in os.environ.get("CRISPML_DISABLE_PLUGINS", "").split(",")}
-        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+        eps = sorted(entry_points(ENTRY_POINT_GROUP), key=lambda ep: ep.name)
         for ep in eps:
             if ep.name in disabled or ep.name in self.infos:
                 continue
-            dist = ep.dist
             info = PluginInfo(
                 name=ep.name,
                 source="entry point",
                 module=ep.value,
-                version=dist.version if dist else None,
-                distribution=dist.metadata["Name"] if dist else None,
+                version=ep.version,
+                distribution=ep.distribution,
             )
             try:
                 self.register(

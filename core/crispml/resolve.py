@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from crispml._redact import ENV_REFERENCE, Redactor, annotation_is_secret
 from crispml._yaml import line_of, load_with_lines
+from crispml.check_cache import SKIP_BACKEND_CHECKS
 from crispml.declarations import Backend, Declaration, Options
 from crispml.errors import MissingBackendError, PluginError, RecipeError, clip
 from crispml.gates import Gate
@@ -115,11 +116,15 @@ def _validate_options(
     base_dir: Path,
     earlier: dict[str, Options] | None = None,
     secrets: Redactor | None = None,
+    checks: bool = True,
 ) -> Any:
     # Validators read ``info.context``: ``base_dir`` (the recipe's folder) and ``steps`` (the
     # options of the steps validated before this one, by stage), so that e.g. a validate step
     # can check its columns against the file the load step reads, before anything runs.
-    context = {"base_dir": base_dir, "steps": dict(earlier or {})}
+    # ``checks=False`` skips the validators marked ``backend_check`` (``crispml.check_cache``).
+    context: dict[str, Any] = {"base_dir": base_dir, "steps": dict(earlier or {})}
+    if not checks:
+        context[SKIP_BACKEND_CHECKS] = True
     known = Redactor()
     expanded = _expand_env(data, prefix, where, known)
     try:
@@ -218,8 +223,13 @@ def _check_stratify(recipe: Recipe, steps: list[ResolvedStep], where: _Locator) 
         )
 
 
-def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
-    """Bind and validate every step of ``recipe``; raise a ``RecipeError`` on the first mistake."""
+def resolve(recipe: Recipe, plugins: Plugins, *, checks: bool = True) -> Resolved:
+    """Bind and validate every step of ``recipe``; raise a ``RecipeError`` on the first mistake.
+
+    ``checks=False`` leaves out what needs a backend (validators marked ``backend_check``, the
+    split's column against the load step's): for a recipe whose full check passed before
+    (``crispml.check_cache``), so that nothing imports a backend.
+    """
     where = _Locator(recipe)
     secrets = Redactor()
     recipe_dir = (recipe.source.parent if recipe.source else Path.cwd()).resolve()
@@ -266,6 +276,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
             recipe_dir,
             {s.stage: s.options for s in steps},
             secrets,
+            checks,
         )
         gates = []
         for metric, expression in step.gate.items():
@@ -284,7 +295,8 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
                     )
         steps.append(ResolvedStep(stage, step.use, options, gates, step.cache))
 
-    _check_stratify(recipe, steps, where)
+    if checks:
+        _check_stratify(recipe, steps, where)
 
     trackers: dict[str, BaseModel] = {}
     for name, raw in recipe.tracking.items():
@@ -298,7 +310,9 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
                 f"tracker '{name}' needs {backend.distribution}: {backend.install_hint()}",
                 backend=backend,
             )
-        trackers[name] = _validate_options(decl.tracker, raw, ("tracking", name), where, recipe_dir, secrets=secrets)
+        trackers[name] = _validate_options(
+            decl.tracker, raw, ("tracking", name), where, recipe_dir, secrets=secrets, checks=checks
+        )
 
     runner = recipe.runner.use
     _plugin_for(plugins, runner, ("runner",), where, "is installed")
@@ -318,5 +332,6 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         recipe_dir,
         {s.stage: s.options for s in steps},
         secrets,
+        checks,
     )
     return Resolved(recipe, recipe_dir, steps, trackers, runner, runner_options, plugins, secrets)

@@ -13,14 +13,93 @@ Two things every result offers the core:
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
+
+_DEFERRED = "_crispml_deferred"
+_SUMMARY = "_crispml_summary"
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether unpickling ``value`` imports nothing but the standard library and crispml."""
+    kind = type(value)
+    if kind in _PLAIN or isinstance(value, PurePath):
+        return True
+    if depth > 8:
+        return False
+    if kind in (list, tuple, set, frozenset):
+        return all(_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    if dataclasses.is_dataclass(value) and kind.__module__.startswith("crispml."):
+        return all(_plain(v, depth + 1) for v in vars(value).values())
+    return False
+
+
+def _remembered(summary: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+    """``summary`` answered from the copy stored with the pickle while its fields are unread."""
+
+    def remembered(self: Any) -> dict[str, Any]:
+        state = object.__getattribute__(self, "__dict__")
+        if state.get(_DEFERRED) and _SUMMARY in state:
+            return dict(state[_SUMMARY])
+        return summary(self)
+
+    remembered.__doc__, remembered.__name__ = summary.__doc__, summary.__name__
+    remembered.__qualname__ = summary.__qualname__
+    return remembered
 
 
 @dataclass
 class Result:
-    """Base of every stage result."""
+    """Base of every stage result.
+
+    A result read back from the run store or the cache does not unpickle its backend objects (a
+    DataFrame, a fitted estimator) until a field holding one is read: a re-run whose stages are
+    all ``cached`` shows their summaries and tests their gates without importing pandas or
+    scikit-learn. Fields whose values are plain (numbers, strings, paths, lists and dicts of
+    those) are read at once; ``summary()`` is stored with the pickle.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("summary")
+        if own is not None:
+            cls.summary = _remembered(own)  # type: ignore[method-assign,assignment]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in (_DEFERRED, _SUMMARY)}
+        deferred = dict(self.__dict__.get(_DEFERRED) or {})
+        for name in list(state):
+            if not _plain(state[name]):
+                deferred[name] = pickle.dumps(state.pop(name), protocol=pickle.HIGHEST_PROTOCOL)
+        if deferred:
+            state[_DEFERRED] = deferred
+            state[_SUMMARY] = self.summary()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name[0] != "_":
+            state = object.__getattribute__(self, "__dict__")
+            deferred = state.get(_DEFERRED)
+            if deferred and name in deferred:
+                state[name] = pickle.loads(deferred.pop(name))
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        state = self.__dict__
+        if state.get(_DEFERRED):
+            state[_DEFERRED].pop(name, None)
+            state.pop(_SUMMARY, None)
+        object.__setattr__(self, name, value)
 
     metrics: dict[str, float] = field(default_factory=dict, kw_only=True)
     """Numbers a gate can test and trackers record."""

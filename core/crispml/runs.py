@@ -10,13 +10,14 @@ from pathlib import Path
 from crispml._isolation import isolate
 from crispml._process import ProcessIdentity
 from crispml._redact import masked_fields
+from crispml.check_cache import resolve_checked
 from crispml.context import RunContext
 from crispml.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_SUCCEEDED, UsageError
 from crispml.manifest import Manifest, StageRecord
 from crispml.plan import DONE, RunPlan
 from crispml.plugins import Plugins, get_plugins
 from crispml.recipe import Recipe
-from crispml.resolve import Resolved, on_path, resolve
+from crispml.resolve import Resolved, on_path
 from crispml.results import Result
 from crispml.store import RunStore, find_project, new_run_id
 
@@ -87,7 +88,7 @@ def check(
     """Validate a recipe against the installed plugins without running anything."""
     recipe = _as_recipe(recipe, overrides)
     with on_path(_recipe_dir(recipe)):
-        return resolve(recipe, _plugins(plugins, extra_plugins))
+        return resolve_checked(recipe, _plugins(plugins, extra_plugins), find_project())
 
 
 def run(
@@ -126,8 +127,8 @@ def _run(
 def _new_plan(
     recipe: Recipe, overrides: list[str] | None, use_cache: bool, project: str | Path | None, plugins: Plugins
 ) -> RunPlan:
-    resolved = lifecycle_steps(resolve(recipe, plugins))
     store = RunStore(Path(project).resolve() if project else find_project())
+    resolved = lifecycle_steps(resolve_checked(recipe, plugins, store.project_dir, reuse=use_cache, run=True))
     isolate(store.project_dir, plugins)
     context = RunContext(
         run_id=new_run_id(),
@@ -186,7 +187,7 @@ def stored_plan(
     run_id: str, manifest: Manifest, recipe: Recipe, store: RunStore, plugins: Plugins, *, resumed: bool
 ) -> RunPlan:
     """A plan over a run already in the store (call inside ``on_path(manifest.recipe_dir)``)."""
-    resolved = resolve(recipe, plugins)
+    resolved = resolve_checked(recipe, plugins, store.project_dir, reuse=manifest.use_cache, run=True)
     if manifest.get("kind") == "monitor":
         resolved = dataclasses.replace(resolved, steps=[s for s in resolved.steps if s.stage == "monitor"])
     else:

@@ -35,6 +35,7 @@ from crispml import (
     Options,
     RunContext,
     ValidationReport,
+    backend_check,
     hookimpl,
 )
 
@@ -53,13 +54,14 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 class InlineExpectation(BaseModel):
     """One inline expectation: ``expect`` plus the expectation's own arguments."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
     expect: str
     """The expectation type: ``column_values_to_be_between``, ``expect_…`` or ``ExpectColumn…``."""
 
     @model_validator(mode="after")
-    def _check(self) -> InlineExpectation:
+    @backend_check
+    def _check(self, info: ValidationInfo) -> InlineExpectation:
         from crispml_great_expectations._suite import SuiteError, parse_entry
 
         try:
@@ -86,7 +88,8 @@ class ValidateOptions(Options):
 
     @field_validator("suite")
     @classmethod
-    def _suite_parses(cls, suite: Path | None) -> Path | None:
+    @backend_check
+    def _suite_parses(cls, suite: Path | None, info: ValidationInfo) -> Path | None:
         if suite is not None:
             from crispml_great_expectations._suite import load_suite
 
@@ -94,9 +97,14 @@ class ValidateOptions(Options):
         return suite
 
     @model_validator(mode="after")
-    def _columns_exist(self, info: ValidationInfo) -> ValidateOptions:
+    def _suite_or_expectations(self) -> ValidateOptions:
         if self.suite is None and not self.expectations:
             raise ValueError("give a 'suite' file or inline 'expectations' (or both)")
+        return self
+
+    @model_validator(mode="after")
+    @backend_check
+    def _columns_exist(self, info: ValidationInfo) -> ValidateOptions:
         from crispml_great_expectations._suite import check_columns
 
         load = ((info.context or {}).get("steps") or {}).get("load")

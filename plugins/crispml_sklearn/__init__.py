@@ -6,7 +6,8 @@
 The estimator is wrapped in a Pipeline with the preprocessing a tabular dataset needs (impute
 and scale numbers; impute and one-hot encode categories), so a raw DataFrame goes in. This
 module only declares; scikit-learn is imported by ``_train`` and ``_evaluate`` when a stage runs
-(or when a recipe is checked, to validate estimator names, parameters and metric names).
+(or when a recipe is checked, to validate estimator names, parameters and metric names — checks
+marked ``backend_check``, which an unchanged re-run skips).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from crispml import (
     Options,
     RunContext,
     TrainedModel,
+    backend_check,
     hookimpl,
 )
 
@@ -41,7 +43,8 @@ class TrainOptions(Options):
 
     @field_validator("estimator")
     @classmethod
-    def _estimator_exists(cls, estimator: str) -> str:
+    @backend_check
+    def _estimator_exists(cls, estimator: str, info: ValidationInfo) -> str:
         from crispml_sklearn._train import import_estimator
 
         import_estimator(estimator)
@@ -49,6 +52,7 @@ class TrainOptions(Options):
 
     @field_validator("params")
     @classmethod
+    @backend_check
     def _params_fit_the_estimator(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from crispml_sklearn._train import check_params
 
@@ -84,7 +88,8 @@ class EvaluateOptions(Options):
 
     @field_validator("metrics")
     @classmethod
-    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+    @backend_check
+    def _known_metrics(cls, metrics: list[str], info: ValidationInfo) -> list[str]:
         from sklearn.metrics import get_scorer_names
 
         known = set(get_scorer_names())
