@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from crispml.gates import Gate
     from crispml.manifest import Attempt, Manifest, StageRecord
     from crispml.models import deployment, load_model, resolve_model, serving_features
-    from crispml.monitoring import MonitorResult, monitor
+    from crispml.monitoring import MonitorResult, monitor, retrain_recipe
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
     from crispml.predictions import PREDICTION_LOG_SCHEMA, prediction_records
@@ -82,6 +82,7 @@ _LAZY = {
     "parse_duration": "crispml.durations",
     "MonitorResult": "crispml.monitoring",
     "monitor": "crispml.monitoring",
+    "retrain_recipe": "crispml.monitoring",
     "ValidateDataResult": "crispml.production_data",
     "validate_data": "crispml.production_data",
     "window_dataset": "crispml.production_data",

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+import crispml
 from crispml import UsageError
 
 
@@ -204,15 +205,13 @@ def schedule(
 def _check_monitor(resolved: Any) -> None:
     """A monitor schedule's recipe has a monitor step, and its retrain recipe checks (the
     monitor's ``retrain.set`` applied): refused here, before anything reaches Prefect."""
-    from crispml.monitoring import retrain_recipe
-
     step = resolved.step("monitor")
     if step is None:
         where = f"{resolved.recipe.source}: " if resolved.recipe.source else ""
         raise UsageError(f"--monitor: {where}the recipe has no monitor step (add 'monitor: {{use: ...}}')")
     policy = step.options.retrain_policy()
     if policy is not None:
-        retrain_recipe(resolved.recipe, policy, resolved.plugins)
+        crispml.retrain_recipe(resolved.recipe, policy, resolved.plugins)
 
 
 # -- schedules ------------------------------------------------------------------------------
