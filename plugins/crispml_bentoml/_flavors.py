@@ -85,8 +85,20 @@ def is_classifier(model: Any, flavor: str) -> bool:
 def frame(rows: list[dict[str, Any]], columns: list[dict[str, Any]]) -> Any:
     """Records as the DataFrame the model predicts on: the signature's columns, in order, cast
     to their dtypes where no value is missing."""
+    import numpy as np
     import pandas as pd
 
+    # The common case, every value present: one array per column, built at its dtype (a third of
+    # the time of records → frame → astype, for the hundreds of rows of a batch).
+    data: dict[str, Any] = {}
+    for column in columns:
+        values = [row.get(column["name"]) for row in rows]
+        if any(v is None or v != v for v in values):  # missing (None, NaN): pandas decides, below
+            break
+        dtype = DTYPES.get(column["type"])
+        data[column["name"]] = np.asarray(values, dtype=dtype) if dtype is not None else values
+    else:
+        return pd.DataFrame(data, index=pd.RangeIndex(len(rows)), columns=[c["name"] for c in columns])
     out = pd.DataFrame.from_records(rows, columns=[c["name"] for c in columns])
     for column in columns:
         dtype = DTYPES.get(column["type"])

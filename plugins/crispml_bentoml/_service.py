@@ -484,7 +484,13 @@ class Predictor:
         rows = [r.model_dump(by_alias=True) for r in records]
         logged = SMOKE_HEADER not in ctx.request.headers
         job = _Job(rows=rows, log=logged, future=asyncio.get_running_loop().create_future())
-        out: dict[str, Any] = await self.batcher.submit(job)
+        try:
+            out: dict[str, Any] = await self.batcher.submit(job)
+        except bentoml.exceptions.InvalidArgument as exc:
+            # Answered here, not raised: BentoML would answer a raised one as a list
+            # ``[{"error": ...}]``; every refusal is an object with its ``error``.
+            ctx.response.status_code = 400
+            return {"error": str(exc)}
         ctx.response.headers["x-crispml-model"] = self.label
         return out
 
