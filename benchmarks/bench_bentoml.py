@@ -380,7 +380,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             crispml_pids = [int(record["proxy"]["pid"]), int(record["backend"]["pid"])]
             assert mlflow_proc is not None
 
-            for connections, rows in SCENARIOS:
+            for connections, rows in args.scenarios:
                 records = [{**ROW, "tenure_months": i % 72} for i in range(rows)]
                 targets = {
                     ENDPOINTS[0]: (url, "/predict", {"records": records}, crispml_pids),
@@ -410,7 +410,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     )
     header = f"{'scenario':<18} {'endpoint':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
     print(header + f" {'srv cpu ms/req':>14} {'srv cores':>9} {'load cores':>10}")
-    for connections, rows in SCENARIOS:
+    for connections, rows in args.scenarios:
         scenario = f"{connections} conn x {rows} row"
         for key in ENDPOINTS:
             r = results[scenario][key]
@@ -440,8 +440,16 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--scenario",
+        dest="scenarios",
+        action="append",
+        type=lambda v: tuple(int(x) for x in v.split("x")),
+        help="CONNECTIONSxROWS, repeatable (default: 1x1, 8x1, 64x1, 8x100)",
+    )
     parser.add_argument("--deploys", type=int, default=3, help="deploy → first answer measurements, each side")
     ns = parser.parse_args()
+    ns.scenarios = ns.scenarios or SCENARIOS
     if ns.load:
         u, p, b = ns.load
         print(json.dumps(load(u, p, b.encode(), ns.concurrency, ns.seconds)))

@@ -26,10 +26,11 @@ own smoke test).
 
 Concurrent requests are predicted together (:class:`_Batcher`): while the model works on one
 batch, the requests that arrive queue, and the next batch takes them all (up to ``batch_max_rows``
-rows) — one frame, one pass through the pipeline's transforms, one ``predict``/``predict_proba``,
-one append to the log — and each request gets its own rows' answer back. A lone request waits for
-nothing. A batch the model refuses is retried request by request, so one bad request is the only
-one answered 400.
+rows, waiting at most ``batch_max_wait_ms`` for as many as the last batch had) — one frame, one
+pass through the pipeline's transforms, one ``predict``/``predict_proba``, one append to the log —
+and each request gets its own rows' answer back. A lone client's request waits for nothing. A
+batch the model refuses is retried request by request, so one bad request is the only one
+answered 400.
 
 The prediction log locks with ``fcntl`` directly, not ``crispml.file_lock``: this file runs where
 crispml is not installed (a built bento).
@@ -298,32 +299,60 @@ class _Job:
 class _Batcher:
     """Requests that arrive while the model is busy are predicted together, in one thread call.
 
-    The first request of an idle worker starts at once (no waiting for company); the requests that
-    arrive during its ``predict`` form the next batch, up to ``max_rows`` rows (a bigger request
-    runs alone). So a request waits at most for the batch in progress, and eight requests in
-    flight cost about one ``predict`` — BentoML's ``batchable`` APIs instead answer each request
-    with a slice of one list (no per-request body, header or 400), see docs/plugins/bentoml.md.
+    The requests that arrive during a ``predict`` form the next batch, up to ``max_rows`` rows (a
+    bigger request runs alone). Under concurrent load the requests of one round do not reach the
+    worker at the same instant (each crosses the proxy in turn): so when the last batch had
+    company, the next one waits — at most ``max_wait`` seconds — until as many requests are
+    there. A lone client's request (last batch: one) never waits. So a request waits at most for
+    the batch in progress plus ``max_wait``, and eight requests in flight cost about one
+    ``predict``. BentoML's ``batchable`` APIs instead answer each request with a slice of one list
+    (no per-request body, header or 400), see docs/plugins/bentoml.md.
     """
 
-    def __init__(self, work: Any, max_rows: int) -> None:
+    def __init__(self, work: Any, max_rows: int, max_wait: float) -> None:
         self.work = work
         self.max_rows = max_rows
+        self.max_wait = max_wait
+        self.expect = 1
+        """How many requests the last batch held: how many to wait for."""
         self.pending: list[_Job] = []
         self.task: asyncio.Task[None] | None = None
+        self.arrived: asyncio.Event | None = None
 
     def submit(self, job: _Job) -> asyncio.Future[Any]:
         self.pending.append(job)
+        if self.arrived is not None and len(self.pending) >= self.expect:
+            self.arrived.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._drain())
         return job.future
 
+    async def _gather(self) -> None:
+        if self.max_wait <= 0 or len(self.pending) >= self.expect:
+            return
+        if sum(len(job.rows) for job in self.pending) >= self.max_rows:
+            return
+        self.arrived = asyncio.Event()
+        try:
+            await asyncio.wait_for(self.arrived.wait(), self.max_wait)
+        except TimeoutError:
+            pass
+        except BaseException:  # cancelled (the worker stops): nobody is left waiting
+            for job in self.pending:
+                job.future.cancel()
+            raise
+        finally:
+            self.arrived = None
+
     async def _drain(self) -> None:
         while self.pending:
-            batch, rows = [self.pending.pop(0)], 0
+            await self._gather()
+            batch = [self.pending.pop(0)]
             rows = len(batch[0].rows)
             while self.pending and rows + len(self.pending[0].rows) <= self.max_rows:
                 rows += len(self.pending[0].rows)
                 batch.append(self.pending.pop(0))
+            self.expect = len(batch)
             try:
                 await anyio.to_thread.run_sync(self.work, batch)
             except Exception as exc:  # a bug, not the caller's: every request of the batch hears of it
@@ -380,7 +409,9 @@ class Predictor:
             for c in SPEC["columns"]
             if DTYPES.get(c["type"]) and (not c.get("required", True) or self.resolver is not None)
         ]
-        self.batcher = _Batcher(self._work, int(SPEC.get("batch_max_rows", 1000)))
+        self.batcher = _Batcher(
+            self._work, int(SPEC.get("batch_max_rows", 1000)), float(SPEC.get("batch_max_wait_ms", 2)) / 1000
+        )
 
     def _frame(self, rows: list[dict[str, Any]]) -> Any:
         return frame(rows, SPEC["columns"])
