@@ -69,8 +69,9 @@ class DeployOptions(Options):
     """Seconds the new server may take to answer ``/readyz``."""
     drain_timeout: float = Field(30.0, ge=0, le=3600)
     """Seconds to wait for the old server's requests in flight before stopping it."""
-    workers: int = Field(1, ge=1, le=64)
-    """BentoML worker processes."""
+    workers: int | None = Field(None, ge=1, le=64)
+    """BentoML worker processes (default: half the machine's cores, at least one — the proxy and
+    the workers' prediction threads use the rest)."""
     max_body_mb: float = Field(4.0, gt=0, le=1024)
     """Larger request bodies get HTTP 413 at the proxy."""
     max_records: int = Field(10_000, ge=1)

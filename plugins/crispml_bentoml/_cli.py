@@ -85,7 +85,12 @@ def _project() -> Path:
     help="Deploy NAME's previous model version again, through the same smoke gate.",
 )
 @click.option("--ready-timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for /readyz.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="BentoML workers.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="BentoML workers (default: the deployment's, else half the cores, at least 1).",
+)
 def deploy(
     reference: str | None,
     name: str | None,
@@ -93,7 +98,7 @@ def deploy(
     host: str,
     rollback_name: str | None,
     ready_timeout: float,
-    workers: int,
+    workers: int | None,
 ) -> None:
     """Serve a registered model version (bentoml), switching only after a smoke test passes.
 

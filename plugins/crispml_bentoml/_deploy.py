@@ -11,13 +11,15 @@ A deploy, step by step (everything before step 5 leaves the running deployment u
 4. **Smoke gate** (:mod:`_smoke`): ``/readyz`` answers, and the new server predicts the
    version's input example exactly as the model does. Else the new server is stopped and the
    deploy is *rejected*.
-5. Switch (:mod:`_switch`): the deployment's proxy (started on the public port on first deploy)
-   is pointed at the new backend; once the old backend has no request in flight it is stopped.
+5. Switch (:mod:`_switch`): the deployment's proxy (started on the public port on first deploy,
+   beside the backend in step 3, answering 503 until now) is pointed at the new backend; once the
+   old backend has no request in flight it is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -43,6 +45,12 @@ def default_name(model_name: str) -> str:
     return model_name.lower().replace(".", "-")
 
 
+def default_workers() -> int:
+    """Half the machine's cores, at least one: each worker predicts in a thread of its own while
+    its event loop parses requests, and the proxy needs a share too (docs/performance.md)."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -56,7 +64,8 @@ class Settings:
     host: str = "127.0.0.1"
     ready_timeout: float = 120.0
     drain_timeout: float = 30.0
-    workers: int = 1
+    workers: int | None = None
+    """``None``: the deployment's (with ``inherit``), else :func:`default_workers`."""
     max_body_bytes: int = 4 * 1024 * 1024
     max_records: int = 10_000
     log_max_bytes: int = 10_000_000
@@ -119,8 +128,12 @@ def deploy(
                 )
         if settings.inherit and current is not None:
             for key, value in (current.get("settings") or {}).items():
+                if key == "workers" and settings.workers is not None:
+                    continue  # asked for on the command line
                 if key in Settings.KEPT:
                     setattr(settings, key, value)
+        if settings.workers is None:
+            settings.workers = default_workers()
         model = model_record(resolved)
         public = f"http://{probe_host(host)}:{port}"
         if (
@@ -133,7 +146,7 @@ def deploy(
 
         prepared = prepare_release(project, settings, resolved)
         release, spec = prepared.release, prepared.spec
-        model = {**model, "bento_tag": spec["bento_tag"], "classifier": spec["classifier"]}
+        model = {**model, "bento_tag": spec["bento_tag"]}
         try:
             proc, backend_port = start_backend(project, release, host)
         except OSError as exc:
@@ -147,9 +160,23 @@ def deploy(
         previous_upstream: bytes | None = None
         rewritten = False
         try:
+            if not proxy_up:
+                # No proxy yet (a first deploy, or onto a down deployment): it starts now, beside
+                # the backend, so its start-up overlaps the model's load. Until the switch it has
+                # no upstream and answers 503; a stale upstream.json is put back if the deploy fails.
+                with contextlib.suppress(FileNotFoundError):
+                    previous_upstream = upstream.read_bytes()
+                    upstream.unlink()
+                rewritten = True
+                try:
+                    new_proxy = start_proxy(project, settings.name, host, port, settings.max_body_bytes)
+                except OSError as exc:
+                    raise CrispmlError(f"deployment '{settings.name}': cannot start the proxy: {exc}") from None
             t0 = time.monotonic()
             why = wait_ready(proc, backend_url, settings.ready_timeout, release / "server.log")
             timings["ready_seconds"] = round(time.monotonic() - t0, 3)
+            prepared.reference()  # loaded meanwhile; a model that cannot load stops here
+            model["classifier"] = spec["classifier"]
             if why is None:
                 t0 = time.monotonic()
                 why = smoke(backend_url, prepared)
@@ -163,9 +190,10 @@ def deploy(
 
             # The switch: the only step that changes what the public port serves. Until the proxy
             # confirms it, every way out (the `finally` below) puts the previous upstream back.
-            with contextlib.suppress(FileNotFoundError):
-                previous_upstream = upstream.read_bytes()
-            rewritten = True
+            if not rewritten:
+                with contextlib.suppress(FileNotFoundError):
+                    previous_upstream = upstream.read_bytes()
+                rewritten = True
             atomic_write_json(
                 upstream,
                 {"port": backend_port, "model": f"{model['name']}/{model['version']}", "release": str(release)},
@@ -176,10 +204,7 @@ def deploy(
                 proxy_pid, proxy_ident = int(recorded_proxy["pid"]), recorded_proxy.get("ident")
                 why = wait_switched(public, backend_port, None, 10.0)
             else:
-                try:
-                    new_proxy = start_proxy(project, settings.name, host, port, settings.max_body_bytes)
-                except OSError as exc:
-                    raise CrispmlError(f"deployment '{settings.name}': cannot start the proxy: {exc}") from None
+                assert new_proxy is not None
                 proxy_pid, proxy_ident = new_proxy.pid, _state.identity(new_proxy.pid)
                 why = wait_switched(public, backend_port, new_proxy, 30.0)
                 if why is not None and not _state.port_free(host, port):

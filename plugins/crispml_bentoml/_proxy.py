@@ -1,6 +1,6 @@
 """The stable front of a deployment: ``python -m crispml_bentoml._proxy STATE_DIR HOST PORT``.
 
-A small HTTP reverse proxy (uvicorn + httpx, both already installed with BentoML) that owns the
+A small HTTP reverse proxy (uvicorn + aiohttp's client, both installed with BentoML) that owns the
 deployment's public port for its whole life and forwards each request to the backend named in
 ``STATE_DIR/upstream.json`` — a ``bentoml serve`` process on a private port. A switch to a new
 model version is an atomic rewrite of that file, done only after the new backend passed the
@@ -12,6 +12,11 @@ smoke gate; the proxy re-reads it (by mtime) on each request, so:
   which is how crispml knows the old backend is drained before it stops it.
 
 Bodies larger than ``max_body_bytes`` get 413 here, before a backend reads them.
+
+Cost per request matters (the proxy shares the machine's cores with the backend): uvicorn runs on
+uvloop and httptools when they are installed, the backend is reached over a pool of kept-alive
+connections, and aiohttp's client replaced httpx, which cost more CPU
+per forwarded request (docs/performance.md, ## BentoML).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 HOP_BY_HOP = {
     "connection",
@@ -41,6 +46,8 @@ HOP_BY_HOP = {
 DROPPED = {"x-crispml-smoke"}
 """Only crispml's smoke gate may mark a request as its own (so the service does not log it), and
 the gate talks to a backend directly: from a client, through the public port, the mark is dropped."""
+HOP_BY_HOP_B = {h.encode() for h in HOP_BY_HOP}
+DROPPED_B = {h.encode() for h in DROPPED}
 STATUS_PATH = "/-/crispml/proxy"
 
 
@@ -74,7 +81,7 @@ class Proxy:
         self.upstream = Upstream(state_dir / "upstream.json")
         self.max_body = max_body_bytes
         self.inflight: Counter[int] = Counter()
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -90,11 +97,11 @@ class Proxy:
                 {"upstream": up, "inflight": {str(k): v for k, v in self.inflight.items()}, "pid": os.getpid()},
             )
             return
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        declared = next((v for k, v in headers if k.lower() == "content-length"), None)
+        raw = scope["headers"]
+        declared = next((v for k, v in raw if k.lower() == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await _reply(
-                send, 413, {"error": f"request body too large: {declared} bytes (limit {self.max_body} bytes)"}
+                send, 413, {"error": f"request body too large: {declared.decode()} bytes (limit {self.max_body} bytes)"}
             )
             return
         body = bytearray()
@@ -120,42 +127,48 @@ class Proxy:
             assert self.client is not None
             query = scope.get("query_string", b"").decode("latin-1")
             url = f"http://127.0.0.1:{port}{scope['path']}" + (f"?{query}" if query else "")
-            forward = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in DROPPED]
+            forward = [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in raw
+                if k.lower() not in HOP_BY_HOP_B and k.lower() not in DROPPED_B
+            ]
             client = scope.get("client")
             if client:
                 forward.append(("x-forwarded-for", str(client[0])))
             try:
-                response = await self.client.request(scope["method"], url, headers=forward, content=bytes(body))
-            except httpx.TransportError as exc:
+                async with self.client.request(scope["method"], url, headers=forward, data=bytes(body)) as response:
+                    content = await response.read()
+                    status = response.status
+                    answer = response.raw_headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 await _reply(send, 502, {"error": f"the backend on port {port} did not answer: {exc!r}"})
                 return
         finally:
             self.inflight[port] -= 1
             if self.inflight[port] <= 0:
                 del self.inflight[port]
-        out = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in response.headers.items()
-            if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"
-        ]
-        content = response.content
+        out = [(k, v) for k, v in answer if k.lower() not in HOP_BY_HOP_B and k.lower() != b"content-encoding"]
         out.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": content})
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.client = httpx.AsyncClient(
-                    timeout=httpx.Timeout(120.0, connect=5.0),
-                    limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                self.client = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+                    timeout=aiohttp.ClientTimeout(total=120.0, connect=5.0),
                     trust_env=False,  # never route loopback traffic through a configured proxy
+                    auto_decompress=False,  # bodies pass through as the backend sent them
+                    # forward the client's headers, nothing of aiohttp's own (no content-type
+                    # where the client sent none: the backend refuses that itself)
+                    skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.client is not None:
-                    await self.client.aclose()
+                    await self.client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

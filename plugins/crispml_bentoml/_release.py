@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,14 +37,31 @@ class Prepared:
 
     release: Path
     spec: dict[str, Any]
-    reference: Any
-    """The model, loaded in this process from the release's files."""
+    loading: Future[Any]
+    """The model, being loaded in this process from the release's files (in a thread: it overlaps
+    the new server's start-up, which does not need it); :meth:`reference` waits for it."""
+    label: str
     example: list[dict[str, Any]] | None
     """The version's input example (records), or ``None`` when the registry has none. With
     features from a store: the example's keys (and request-time columns), what clients send."""
     resolver: Any = None
     """With features from a store: the release's own resolver, loaded here (the smoke gate
     fetches the example's features with it, as the server will)."""
+
+    def reference(self) -> Any:
+        """The model as loaded here; the first call also records in ``spec.json`` whether it is a
+        classifier (the server decides that from its own copy; the record and a build read it)."""
+        try:
+            model = self.loading.result()
+        except Exception as exc:
+            message = " ".join(str(exc).split())[:300]
+            raise CrispmlError(
+                f"cannot load {self.label} here for the smoke test: {type(exc).__name__}: {message}"
+            ) from None
+        if self.spec.get("classifier") is None:
+            self.spec["classifier"] = _flavors.is_classifier(model, self.spec["flavor"])
+            atomic_write_json(self.release / "spec.json", self.spec)
+        return model
 
 
 def model_record(resolved: ResolvedModel) -> dict[str, Any]:
@@ -124,13 +142,9 @@ def _fill(
         shutil.copytree(resolved.path, release / MODEL_DIR)
     except OSError as exc:
         raise CrispmlError(f"cannot copy {resolved.label} from {resolved.path}: {exc}") from None
-    try:
-        reference = _flavors.load(release / MODEL_DIR, resolved.flavor)
-    except Exception as exc:
-        message = " ".join(str(exc).split())[:300]
-        raise CrispmlError(
-            f"cannot load {resolved.label} here for the smoke test: {type(exc).__name__}: {message}"
-        ) from None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="crispml-reference")
+    loading = pool.submit(_flavors.load, release / MODEL_DIR, resolved.flavor)
+    pool.shutdown(wait=False)  # the thread ends when the load does
     spec = {
         "deployment": settings.name,
         "service_name": f"crispml-{settings.name}".replace("_", "-"),
@@ -139,7 +153,7 @@ def _fill(
         "model_dir": MODEL_DIR,
         "flavor": resolved.flavor,
         "columns": request_columns,
-        "classifier": _flavors.is_classifier(reference, resolved.flavor),
+        "classifier": None,  # known once the reference is loaded (Prepared.reference)
         "requirements": list(resolved.metadata.get("requirements") or []),
         "serving": resolved.serving,
         "workers": settings.workers,
@@ -156,7 +170,9 @@ def _fill(
     atomic_write_json(release / "spec.json", spec)
     shutil.copyfile(SERVICE_SOURCE, release / "service.py")
     shutil.copyfile(FLAVORS_SOURCE, release / "flavors.py")
-    return Prepared(release=release, spec=spec, reference=reference, example=example, resolver=resolver)
+    return Prepared(
+        release=release, spec=spec, loading=loading, label=resolved.label, example=example, resolver=resolver
+    )
 
 
 _KEY_TYPES = {"int64": "long", "int32": "integer", "double": "double", "float64": "double", "string": "string"}

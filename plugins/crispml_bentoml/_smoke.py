@@ -42,7 +42,8 @@ def post_json(url: str, value: Any, headers: dict[str, str] | None = None, timeo
 
 def smoke(url: str, prepared: Prepared) -> str | None:
     """``None`` when the server at ``url`` predicts the input example as the model does; else why not."""
-    spec, reference, example = prepared.spec, prepared.reference, prepared.example
+    spec, example = prepared.spec, prepared.example
+    reference = prepared.reference()
     if not example:
         return "the model version has no logged input example (a table): cannot smoke-test it"
     rows = example
