@@ -24,7 +24,7 @@ from pathlib import Path
 from crispml.candidates import CandidateJob, CandidateOutcome
 from crispml.errors import UsageError, one_line
 from crispml.manifest import Manifest
-from crispml.plan import ENDED, RunPlan, open_plan, running_elsewhere
+from crispml.plan import ENDED, RunJobs, RunPlan, open_plan, running_elsewhere
 from crispml.plugins import Plugins
 from crispml.recipe import Recipe
 from crispml.resolve import on_path
@@ -74,8 +74,11 @@ def run_stage(
     *,
     plugins: Plugins | None = None,
     extra_plugins: dict[str, object] | None = None,
+    run_jobs: RunJobs | None = None,
 ) -> str:
     """Run one stage of a started run, in this process; return its status.
+
+    A train step with candidates hands its jobs to ``run_jobs`` (default: run here, in order).
 
     Its inputs are read from the run store, its result is stored there and its record in the
     manifest updated (under the run's lock, so stages in other processes lose nothing). A stage
@@ -96,7 +99,7 @@ def run_stage(
     recipe = stored_recipe(run_id, manifest, "run stage by stage")
     with on_path(Path(manifest.recipe_dir)):
         plan = stored_plan(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins), resumed=False)
-        return plan.run_stage(stage)
+        return plan.run_stage(stage, run_jobs=run_jobs)
 
 
 def finish_run(
