@@ -180,7 +180,7 @@ def test_a_runner_that_loses_a_job_fails_the_stage(project: Path, fakes: dict[st
     plan = _new_plan(basic_recipe(train=_grid(0.3, 0.1)), None, True, project, _with(fakes))
     plan.start()
     plan.run_stage("load")
-    with pytest.raises(Exception, match="candidate 2 .*the runner returned no outcome"):
+    with pytest.raises(Exception, match=r"candidate 2 .*the runner returned no outcome"):
         plan.run_stage("train", run_jobs=lambda jobs: [run_candidate(jobs[0])])
     assert plan.finish() == "failed"
 
@@ -274,7 +274,7 @@ def test_bad_candidates_are_recipe_errors(fakes: dict[str, object], mean: MeanMo
         fakes, evaluate=Step(use="mean", grid={"metrics": [["score"]]}, select="score")
     )
     no_eval = basic_recipe(train=_grid(0.1)).model_copy(update={"evaluate": None})
-    with pytest.raises(RecipeError, match="train.select: candidates are compared by the evaluate step: add one"):
+    with pytest.raises(RecipeError, match=r"train\.select: candidates are compared by the evaluate step: add one"):
         check(no_eval, extra_plugins=fakes)
     assert mean.train_calls == 0
 
