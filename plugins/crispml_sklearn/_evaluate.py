@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,9 @@ from crispml import Dataset, Evaluation, TrainedModel
 if TYPE_CHECKING:
     from crispml_sklearn import EvaluateOptions
 
+_PYPLOT = threading.Lock()
+"""pyplot's figure registry is global: candidates evaluated in threads side by side take turns."""
+
 
 def evaluate(options: EvaluateOptions, model: TrainedModel, dataset: Dataset, out: Path) -> Evaluation:
     frame = dataset.test_frame if options.split == "test" else dataset.train_frame
@@ -21,7 +25,8 @@ def evaluate(options: EvaluateOptions, model: TrainedModel, dataset: Dataset, ou
     metrics = {name: float(get_scorer(name)(model.model, X, y)) for name in options.metrics}
     artifacts: list[str] = []
     if options.plots and model.task == "classification":
-        artifacts = _plots(model.model, X, y, out)
+        with _PYPLOT:
+            artifacts = _plots(model.model, X, y, out)
     return Evaluation(metrics=metrics, artifacts=artifacts, split=options.split, rows=len(frame))
 
 
