@@ -17,6 +17,7 @@ crispml loads its plugins.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crispml import Backend, Declaration, hookimpl
@@ -38,6 +39,15 @@ def crispml_declare() -> Declaration:
         backends=(Backend("prefect", "prefect", extra="prefect"),),
         description="Run recipes as Prefect flows: stages as retried, timed tasks; schedules on a Prefect server.",
     )
+
+
+@hookimpl
+def crispml_environment(project_dir: Path) -> dict[str, str]:
+    """``PREFECT_HOME`` in ``.crispml/prefect``, Prefect's telemetry off, crispml's loggers in
+    Prefect's run logs: set by the core before anything imports Prefect."""
+    from crispml_prefect._env import environment
+
+    return environment(project_dir)
 
 
 @hookimpl
