@@ -3,6 +3,7 @@ recipe (the sklearn step's own validators see every candidate), each candidate's
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,19 @@ def test_bad_candidates_are_one_line_recipe_errors_at_check(
     assert f"{recipe}:" in lines[0] and expected in lines[0], lines[0]
     assert "Traceback" not in done.stderr
     assert not (project / ".crispml" / "runs").exists()  # nothing ran
+
+
+def test_run_and_show_print_every_candidate_and_the_winner(project: Path, crispml_cli: Callable[..., Any]) -> None:
+    recipe = write(project, {"params": {"max_iter": 500}, "grid": {"params.C": [0.001, 1.0]}, "select": "roc_auc"})
+    done = crispml_cli("run", str(recipe))
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "train-" in line]
+    assert len(lines) == 2 and "params.C=0.001: roc_auc=" in lines[0] and "params.C=1.0: roc_auc=" in lines[1]
+    run_dir = next((project / ".crispml" / "runs").iterdir())
+    train = next(s for s in json.loads((run_dir / "manifest.json").read_text())["stages"] if s["name"] == "train")
+    winner = train["selected"]
+    assert [line.endswith("← selected") for line in lines] == [winner == 1, winner == 2]
+    shown = crispml_cli("show", run_dir.name)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if "train-" in line]
+    assert len(rows) == 2 and [("← selected" in row) for row in rows] == [winner == 1, winner == 2]
