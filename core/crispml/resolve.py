@@ -275,8 +275,27 @@ def _candidates(
         except RecipeError as exc:
             # Named by the candidate, at the grid (or list entry) that made it.
             raise where.error(path, f"candidate {i} ({describe(override)}): {exc.field}: {exc.message}") from None
+        _mask_candidate_secrets(options, raw, override, path, secrets)
         out.append(Candidate(i, dict(override), raw, options))
     return out
+
+
+def _mask_candidate_secrets(
+    options: Options, raw: dict[str, Any], override: dict[str, Any], path: tuple[Any, ...], secrets: Redactor
+) -> None:
+    """A declared-secret option a candidate sets is masked where the recipe spells it
+    (``train.candidates.0.token``, or a grid key's whole list of values): the manifest keeps
+    the recipe by path, and ``train.token`` is not where a candidate writes it."""
+    probe = Redactor()
+    probe.learn_options(options, raw, ())
+    for key in override:
+        parts = tuple(str(key).split("."))
+        for secret in probe.secret_paths:
+            if secret[: len(parts)] == parts or parts[: len(secret)] == secret:
+                if path[1] == "grid":
+                    secrets.add_path((*path, key))
+                else:
+                    secrets.add_path((*path, key, *secret[len(parts) :]))
 
 
 def _check_option_path(model: type[Options], key: str, path: tuple[Any, ...], where: _Locator, plugin: str) -> None:

@@ -18,8 +18,10 @@ from crispml import (
     CandidateJob,
     CandidateOutcome,
     Dataset,
+    Declaration,
     Evaluation,
     RecipeError,
+    Secret,
     Step,
     TrainedModel,
     check,
@@ -296,3 +298,69 @@ def _with(fakes: dict[str, object]) -> Any:
 
 # EvalOptions and Evaluation are imported for readers of this file: the score is 1 - bias.
 _ = (EvalOptions, Evaluation)
+
+
+class SecretOptions(TrainOptions):
+    token: Secret = Secret("")
+
+
+class SecretTrainer(MeanModel):
+    """Trains with a token (declared secret): a candidate may set it, nothing may write it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: list[str] = []
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"train": SecretOptions, "evaluate": EvalOptions})
+
+    @hookimpl
+    def crispml_train(self, options: SecretOptions, dataset: Dataset) -> TrainedModel:
+        self.tokens.append(options.token.get_secret_value())
+        return super().crispml_train(options, dataset)
+
+
+def test_a_candidates_secret_reaches_the_plugin_and_nothing_else(
+    project: Path, table: TableLoader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANDIDATE_TOKEN", "env-t0ken-value")
+    trainer = SecretTrainer()
+    step = Step(
+        use="mean",
+        candidates=[{"token": "literal-s3cret", "bias": 0.2}, {"token": "${env:CANDIDATE_TOKEN}", "bias": 0.1}],
+        select="score",
+    )
+    seen: list[CandidateJob] = []
+
+    def keep(jobs: list[CandidateJob]) -> list[CandidateOutcome]:
+        seen.extend(jobs)
+        return [run_candidate(job) for job in jobs]
+
+    from crispml.runs import _new_plan
+
+    plan = _new_plan(basic_recipe(train=step), None, True, project, _with({"table": table, "mean": trainer}))
+    plan.start()
+    for name in plan.stage_names:
+        plan.run_stage(name, run_jobs=keep if name == "train" else None)
+    assert plan.finish() == "succeeded"
+    assert sorted(trainer.tokens) == ["env-t0ken-value", "literal-s3cret"]
+    written = "\n".join(p.read_text(errors="replace") for p in project.rglob("*.json"))
+    shipped = repr([pickle.dumps(job) for job in seen])
+    for text in (written, shipped):
+        assert "literal-s3cret" not in text and "env-t0ken-value" not in text
+    assert "${env:CANDIDATE_TOKEN}" in written
+
+
+def test_a_secret_in_a_grid_is_masked_with_its_whole_list(project: Path, table: TableLoader) -> None:
+    trainer = SecretTrainer()
+    step = Step(use="mean", grid={"token": ["grid-s3cret-1", "grid-s3cret-2"]}, select="score")
+    # Cache off: a secret is not part of a cache key (it is dumped masked), so the two
+    # candidates would share one entry.
+    plugins = {"table": table, "mean": trainer}
+    result = run(basic_recipe(train=step), project=project, extra_plugins=plugins, use_cache=False)
+    assert result.status == "succeeded", result.error
+    assert sorted(trainer.tokens) == ["grid-s3cret-1", "grid-s3cret-2"]
+    written = "\n".join(p.read_text(errors="replace") for p in project.rglob("*.json"))
+    assert "grid-s3cret" not in written and "grid-s3cret" not in repr(result.manifest.to_dict())
+    assert result.manifest.recipe["train"]["grid"]["token"] == "***"
