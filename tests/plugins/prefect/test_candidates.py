@@ -116,7 +116,9 @@ def test_threads_pick_the_same_and_a_failed_candidate_fails_its_task_and_the_run
     assert flow_run.state.type.value == "FAILED" and flow_run.state.message == error
 
 
-def test_a_dask_cluster_at_an_address_picks_the_same(project: Path, local: Any, prefect_api: str) -> None:
+def test_dask_a_cluster_at_an_address_and_a_local_one_pick_the_same(
+    project: Path, local: Any, prefect_api: str
+) -> None:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
@@ -125,6 +127,13 @@ def test_a_dask_cluster_at_an_address_picks_the_same(project: Path, local: Any, 
     assert result.status == "succeeded", result.error
     assert [c.status for c in result.manifest.stage("train").candidates] == ["succeeded"] * 4
     assert picked(result) == picked(local)
+
+    # No address: a LocalCluster of max_workers processes, started and stopped by the run.
+    runner = {"use": "prefect", "task_runner": "dask", "max_workers": 1}
+    own = crispml.run(write(project, runner, "own.yaml"), project=project, use_cache=False)
+    assert own.status == "succeeded", own.error
+    assert [c.status for c in own.manifest.stage("train").candidates] == ["succeeded"] * 4
+    assert picked(own) == picked(local)
 
 
 @pytest.mark.parametrize(
