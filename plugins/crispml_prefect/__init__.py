@@ -1,7 +1,8 @@
 """The ``prefect`` plugin: run recipes on Prefect — flows, retried and timed stages, schedules.
 
     runner: {use: prefect, retries: 2, retry_delay_seconds: 10, timeout_seconds: 3600,
-             stages: {train: {timeout_seconds: 7200}, deploy: {retries: 0}}}
+             stages: {train: {timeout_seconds: 7200}, deploy: {retries: 0}},
+             task_runner: process, max_workers: 2}      # a train step's candidates, side by side
 
     crispml server start [--port 4200] [--database-url ...] | status | stop
     crispml schedule recipe.yaml --cron "0 3 * * *" [--name nightly] [--set k=v] [--replace]
