@@ -16,6 +16,7 @@ returns the outcomes.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -161,14 +162,16 @@ def run_candidate(
                 if plan is None:
                     store, manifest = _open(job.project_dir, job.run_id)
                     recipe = stored_recipe(job.run_id, manifest, "trained")
-                    with on_path(Path(manifest.recipe_dir)):
-                        plan = stored_plan(
-                            job.run_id, manifest, recipe, store, _plugins(plugins, extra_plugins), resumed=False
-                        )
+                    # Stays on the path (not ``on_path``): jobs run in several threads of a
+                    # worker at once, and one leaving must not unplug the others' imports.
+                    if manifest.recipe_dir not in sys.path:
+                        sys.path.insert(0, manifest.recipe_dir)
+                    plan = stored_plan(
+                        job.run_id, manifest, recipe, store, _plugins(plugins, extra_plugins), resumed=False
+                    )
                     while len(_PLANS) >= _KEEP:
                         _PLANS.pop(next(iter(_PLANS)))
                     _PLANS[key] = plan
-        with on_path(plan.context.recipe_dir):
-            return plan.run_job(job)
+        return plan.run_job(job)
     except Exception as exc:
         return CandidateOutcome.failed(job, f"{type(exc).__name__}: {one_line(exc)}")
