@@ -151,7 +151,10 @@ def check(recipe: str, overrides: tuple[str, ...]) -> None:
     from crispml.runs import check as check_recipe
 
     resolved = check_recipe(recipe, overrides=list(overrides))
-    steps = ", ".join(f"{s.stage} ({s.plugin})" for s in resolved.steps)
+    steps = ", ".join(
+        f"{s.stage} ({s.plugin}" + (f", {len(s.candidates)} candidates" if s.candidates else "") + ")"
+        for s in resolved.steps
+    )
     click.echo(f"{recipe}: ok — {steps}; runner {resolved.runner}")
 
 

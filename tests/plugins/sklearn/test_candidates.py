@@ -101,6 +101,8 @@ def test_bad_candidates_are_one_line_recipe_errors_at_check(
 
 def test_run_and_show_print_every_candidate_and_the_winner(project: Path, crispml_cli: Callable[..., Any]) -> None:
     recipe = write(project, {"params": {"max_iter": 500}, "grid": {"params.C": [0.001, 1.0]}, "select": "roc_auc"})
+    checked = crispml_cli("check", str(recipe))
+    assert checked.returncode == 0 and "train (sklearn, 2 candidates)" in checked.stdout, checked.stderr
     done = crispml_cli("run", str(recipe))
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if "train-" in line]
