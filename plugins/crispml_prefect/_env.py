@@ -59,6 +59,7 @@ def read_server(project: Path) -> dict[str, Any] | None:
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
     """Does a Prefect API answer ``/health`` at ``api_url`` (``http://host:port/api``)?"""
     import urllib.request  # here, not at the top: every crispml command reads environment()
+
     try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:
             return bool(resp.status == 200)
