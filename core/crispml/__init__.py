@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from crispml._redact import flatten, redact
     from crispml._session import Session, session
     from crispml._yaml import YamlProblem, load_yaml
+    from crispml.candidates import MAX_CANDIDATES, CandidateJob, CandidateOutcome
     from crispml.check_cache import backend_check
     from crispml.context import RunContext
     from crispml.declarations import (
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
-    from crispml.manifest import Attempt, Manifest, StageRecord
+    from crispml.manifest import Attempt, CandidateRecord, Manifest, StageRecord
     from crispml.models import deployment, load_model, resolve_model, serving_features
     from crispml.monitoring import MonitorResult, monitor, retrain_recipe
     from crispml.plan import RunPlan
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
         TrainedModel,
         ValidationReport,
     )
-    from crispml.runner_api import finish_run, run_stage, start_run
+    from crispml.runner_api import finish_run, run_candidate, run_stage, start_run
     from crispml.runs import RunResult, check, resume, run
     from crispml.store import RunStore, atomic_write_bytes, atomic_write_json, file_lock, find_project
     from crispml.tables import print_json, print_rows
@@ -118,6 +119,11 @@ _LAZY = {
     "TrainedModel": "crispml.results",
     "ValidationReport": "crispml.results",
     "finish_run": "crispml.runner_api",
+    "run_candidate": "crispml.runner_api",
+    "CandidateJob": "crispml.candidates",
+    "CandidateOutcome": "crispml.candidates",
+    "MAX_CANDIDATES": "crispml.candidates",
+    "CandidateRecord": "crispml.manifest",
     "run_stage": "crispml.runner_api",
     "start_run": "crispml.runner_api",
     "RunResult": "crispml.runs",

@@ -12,6 +12,7 @@ from crispml.errors import MESSAGE_LIMIT, clip
 
 if TYPE_CHECKING:
     from crispml.context import RunContext
+    from crispml.manifest import CandidateRecord
     from crispml.results import Result
 
 _STYLE = {
@@ -73,6 +74,24 @@ class ConsoleReporter:
         if status == "rejected" and result.rejection:
             note = result.rejection
         self._line(stage, plugin, status, duration, _said(context.redact(note)))
+
+    @hookimpl
+    def crispml_after_candidates(
+        self, stage: str, plugin: str, candidates: list[CandidateRecord], selected: int | None, context: RunContext
+    ) -> None:
+        """One line per candidate, before the stage's own: what each scored, which one won."""
+        from crispml.candidates import describe
+
+        self._stop()
+        for c in candidates:
+            note = c.error or ", ".join(f"{k}={v:.4g}" for k, v in c.metrics.items())
+            won = "  ← selected" if c.index == selected else ""
+            label = f"{stage}-{c.index}"
+            what = describe(c.overrides)
+            self._line(label, "", c.status, c.duration, _said(context.redact(f"{what}: {note}{won}")))
+        if self.console.is_terminal:
+            self._status = self.console.status(f"{stage} ({plugin}) running…")
+            self._status.start()
 
     @hookimpl
     def crispml_on_stage_error(self, stage: str, plugin: str, error: BaseException, context: RunContext) -> None:

@@ -1,4 +1,5 @@
-"""The ``local`` runner: every stage in order, in this process. The default."""
+"""The ``local`` runner: every stage in order, in this process (a train step's candidates too,
+one after the other: the plan's default when a runner passes no ``run_jobs``). The default."""
 
 from __future__ import annotations
 

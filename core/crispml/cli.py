@@ -152,7 +152,10 @@ def check(recipe: str, overrides: tuple[str, ...]) -> None:
     from crispml.runs import check as check_recipe
 
     resolved = check_recipe(recipe, overrides=list(overrides))
-    steps = ", ".join(f"{s.stage} ({s.plugin})" for s in resolved.steps)
+    steps = ", ".join(
+        f"{s.stage} ({s.plugin}" + (f", {len(s.candidates)} candidates" if s.candidates else "") + ")"
+        for s in resolved.steps
+    )
     click.echo(f"{recipe}: ok — {steps}; runner {resolved.runner}")
 
 
@@ -333,6 +336,7 @@ def runs(as_json: bool, limit: int) -> None:
 def show(run_id: str, as_json: bool) -> None:
     """Show one run: outcome, stages, data, versions."""
     from crispml._redact import Redactor
+    from crispml.candidates import describe
     from crispml.runs import run_state
     from crispml.store import RunStore, find_project
 
@@ -372,6 +376,12 @@ def show(run_id: str, as_json: bool) -> None:
         if len(s.attempts) > 1:
             brief = f"(attempt {len(s.attempts)}) {brief}"
         table.add_row(s.name, s.plugin, s.status, f"{s.duration:.2f}s" if s.duration is not None else "", brief)
+        for c in s.candidates or []:
+            scores = c.error or ", ".join(f"{k}={v:.4g}" for k, v in c.metrics.items())
+            won = "  ← selected" if c.index == s.selected else ""
+            took = f"{c.duration:.2f}s" if c.duration is not None else ""
+            what = describe(c.overrides)
+            table.add_row(f"  {s.name}-{c.index}", "", c.status, took, f"{what}: {scores}{won}")
     console.print(table)
 
 

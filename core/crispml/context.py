@@ -43,6 +43,9 @@ class RunContext:
     :meth:`step_options`."""
     plugins: Plugins | None = field(default=None, repr=False)
     """The run's plugin manager (reach it through :attr:`session`)."""
+    candidate: str | None = None
+    """Set while a training candidate runs (``candidates/train-3``): its stages' files go to
+    their own folders, so that candidates running side by side never share one."""
 
     @property
     def session(self) -> Session:
@@ -60,7 +63,7 @@ class RunContext:
 
     def artifact_dir(self, stage: str) -> Path:
         """The folder for ``stage``'s files (created on first use)."""
-        path = self.store.artifact_dir(self.run_id, stage)
+        path = self.store.artifact_dir(self.run_id, f"{self.candidate}/{stage}" if self.candidate else stage)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from crispml._session import Session
     from crispml.context import RunContext
     from crispml.declarations import Declaration
+    from crispml.manifest import CandidateRecord
     from crispml.plan import RunPlan
     from crispml.results import (
         Dataset,
@@ -245,6 +246,29 @@ def crispml_after_stage(
     :param status: ``succeeded``, ``cached`` (reused from an earlier run) or ``rejected``.
     :param result: the stage's result; its files are under ``context.artifact_dir(stage)``.
     :param duration: wall time in seconds.
+    :param context: the run context.
+    """
+
+
+@_hookspec
+def crispml_after_candidates(
+    stage: str,
+    plugin: str,
+    candidates: list[CandidateRecord],
+    selected: int | None,
+    context: RunContext,
+) -> None:
+    """A step's training candidates (``grid:`` or ``candidates:``) have all been trained and
+    evaluated, before the stage hands on the best one. Trackers record each as a run of its own
+    (MLflow: a run nested under the run's).
+
+    :param stage: the stage name (``train``).
+    :param plugin: the plugin that trained them.
+    :param candidates: every candidate in order: its ``index``, ``overrides``, ``options``,
+        ``status`` (``succeeded``, ``cached`` or ``failed``), evaluation ``metrics``, ``duration``
+        and ``error``.
+    :param selected: the ``index`` of the candidate that won; ``None`` when one failed (the
+        stage then fails).
     :param context: the run context.
     """
 

@@ -57,6 +57,20 @@ class Attempt(_Document):
     """Why it failed; ``None`` when it succeeded."""
 
 
+class CandidateRecord(_Document):
+    """One training candidate of a stage: what it set, how it scored, how long it took."""
+
+    index: int
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """The step's options as this candidate ran them (secrets masked)."""
+    status: str = "pending"
+    """``succeeded``, ``cached`` (trained and evaluated before) or ``failed``."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    duration: float | None = None
+    error: str | None = None
+
+
 class StageRecord(_Document):
     """One stage of a run: its status, result summary, fingerprint and attempts."""
 
@@ -85,6 +99,10 @@ class StageRecord(_Document):
     same pid (``crispml._process.ProcessIdentity``)."""
     host: str | None = None
     thread: int | None = None
+    candidates: list[CandidateRecord] | None = None
+    """A train step's candidates (``grid:``/``candidates:``), in order."""
+    selected: int | None = None
+    """The candidate whose model this stage handed on (its ``index``)."""
 
 
 class Manifest(_Document):

@@ -19,7 +19,9 @@ change to the manifest is a read-modify-write of the stored file under the run's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import pickle
 import shutil
 import socket
 import sys
@@ -31,9 +33,10 @@ from typing import Any, TypeVar
 
 from crispml._process import ProcessIdentity
 from crispml._version import __version__
+from crispml.candidates import CandidateError, CandidateJob, CandidateOutcome, best
 from crispml.context import RunContext
 from crispml.environment import environment
-from crispml.errors import PluginError, StageError, UsageError
+from crispml.errors import PluginError, StageError, UsageError, one_line
 from crispml.fingerprint import (
     code_dependencies,
     hash_file,
@@ -42,7 +45,7 @@ from crispml.fingerprint import (
     unchanged,
 )
 from crispml.gates import check_gates
-from crispml.manifest import Attempt, Manifest, StageRecord
+from crispml.manifest import Attempt, CandidateRecord, Manifest, StageRecord
 from crispml.plugins import imported_with, module_of
 from crispml.resolve import Resolved, ResolvedStep
 from crispml.results import Dataset, Result
@@ -54,6 +57,14 @@ DONE = ("succeeded", "cached")
 ENDED = ("succeeded", "rejected", "failed")
 
 _T = TypeVar("_T")
+
+RunJobs = Callable[[list[CandidateJob]], list[CandidateOutcome]]
+"""How a runner runs a stage's candidate jobs: it returns one outcome per job, in any order
+(``plan.run_stage("train", run_jobs=...)``); without one, the plan runs them in order here."""
+
+_OPEN: dict[tuple[str, str], RunPlan] = {}
+"""Plans running candidates in this process, by (project, run): a job run in a thread of the
+same process uses its run's plan instead of checking the recipe again."""
 
 
 def _now() -> str:
@@ -189,8 +200,11 @@ class RunPlan:
         self.save()
         self.fire("crispml_before_run", context=self.context)
 
-    def run_stage(self, name: str) -> str:
+    def run_stage(self, name: str, *, run_jobs: RunJobs | None = None) -> str:
         """Run (or reuse) one stage; return its status. Raises ``StageError`` if it fails.
+
+        A train step with candidates hands its :class:`~crispml.CandidateJob` s to ``run_jobs``
+        (a runner's pool of processes, threads or a cluster), or runs them in order here.
 
         May be called again for a stage that failed (a retry): the error is cleared when the
         retry starts and the stage's record keeps every attempt. A stage already done returns
@@ -214,7 +228,7 @@ class RunPlan:
             verdict = self._update(lambda m: self._claim(m, name, rerun=True))
         if verdict is not None:
             return verdict
-        return self._execute(name, step)
+        return self._execute(name, step, run_jobs)
 
     def _claim(self, manifest: Manifest, name: str, *, rerun: bool) -> str | None:
         """Decide, under the run's lock, whether ``name`` runs now; mark it running if it does.
@@ -305,28 +319,20 @@ class RunPlan:
             inputs[output] = self.results[output]
         return inputs
 
-    def _execute(self, name: str, step: ResolvedStep) -> str:
-        spec = BY_NAME[name]
+    def _execute(self, name: str, step: ResolvedStep, run_jobs: RunJobs | None = None) -> str:
         t0 = time.perf_counter()
         try:
             inputs = self._inputs(name)
             self.fire("crispml_before_stage", stage=name, plugin=step.plugin, context=self.context)
             key = self._cache_key(step, inputs)
-            result, status, code = self._cached(step, key)
+            result: Result | None
+            if step.candidates:
+                result, status, key, code = self._search(name, step, run_jobs)
+            else:
+                result, status, code = self._cached(step, key)
             if result is None:
-                loaded = set(sys.modules)
-                result = self._call(step, inputs)
+                result, code = self._compute(step, inputs, key, name, self.context)
                 status = "succeeded"
-                result_file = self.store.save_result(self.context.run_id, name, result)
-                if spec.cacheable and step.cache:
-                    module = module_of(self.plugins.get(step.plugin))
-                    dynamic = imported_with(module.__name__) if module else frozenset()
-                    code = code_dependencies(
-                        module,
-                        {self.context.project_dir, self.resolved.recipe_dir},
-                        (set(sys.modules) - loaded) | set(step.options.code_references()) | dynamic,
-                    )
-                    self.store.cache_put(key, result_file, code, self.store.artifact_dir(self.context.run_id, name))
             fingerprint = output_fingerprint(key, code, self.context.run_id)
             reasons = check_gates(step.gates, result.metrics)
             if result.rejection:
@@ -381,10 +387,152 @@ class RunPlan:
         self.results[output] = result
         self.fingerprints[output] = fingerprint
 
-    def _call(self, step: ResolvedStep, inputs: dict[str, Any]) -> Result:
+    def _compute(
+        self, step: ResolvedStep, inputs: dict[str, Any], key: str, where: str, context: RunContext
+    ) -> tuple[Result, dict[str, str] | None]:
+        """Run ``step``'s hook; store its result under ``where`` in the run (and in the cache,
+        with the code it ran, when the step may be cached). Returns the result and that code."""
+        loaded = set(sys.modules)
+        result = self._call(step, inputs, context)
+        result_file = self.store.save_result(self.context.run_id, where, result)
+        code = None
+        if BY_NAME[step.stage].cacheable and step.cache:
+            module = module_of(self.plugins.get(step.plugin))
+            dynamic = imported_with(module.__name__) if module else frozenset()
+            code = code_dependencies(
+                module,
+                {self.context.project_dir, self.resolved.recipe_dir},
+                (set(sys.modules) - loaded) | set(step.options.code_references()) | dynamic,
+            )
+            self.store.cache_put(key, result_file, code, self.store.artifact_dir(self.context.run_id, where))
+        return result, code
+
+    # -- candidates ----------------------------------------------------------------------
+
+    def _search(
+        self, name: str, step: ResolvedStep, run_jobs: RunJobs | None
+    ) -> tuple[Result, str, str, dict[str, str] | None]:
+        """Train and evaluate every candidate (through ``run_jobs``), record them all, and hand
+        on the best: ``(its model, status, its cache key, its code)``. Its model's fingerprint
+        is then the one a plain step with the winner's options would have, so the evaluate stage
+        reuses the winner's evaluation from the cache, and a grid of one is a plain run."""
+        run_id = self.context.run_id
+        jobs = [
+            CandidateJob(
+                project_dir=str(self.context.project_dir),
+                run_id=run_id,
+                stage=name,
+                index=c.index,
+                overrides=self.context.redact(c.overrides),
+                options=self.context.redact(c.raw),
+                dataset=str(self.store.result_path(run_id, "load")),
+                dataset_fingerprint=self.fingerprints["dataset"],
+            )
+            for c in step.candidates
+        ]
+        opened = (str(self.context.project_dir), run_id)
+        _OPEN[opened] = self
+        try:
+            outcomes = list(run_jobs(jobs)) if run_jobs is not None else [self.run_job(job) for job in jobs]
+        finally:
+            _OPEN.pop(opened, None)
+        by_index = {o.index: o for o in outcomes}
+        outcomes = [by_index.get(j.index) or CandidateOutcome.failed(j, "the runner returned no outcome") for j in jobs]
+        failed = [o for o in outcomes if o.status == "failed"]
+        winner = None
+        if not failed:
+            try:
+                winner = best(outcomes, step.select)  # type: ignore[arg-type]  # set with candidates
+            except ValueError as exc:
+                raise PluginError(str(exc)) from None
+        records = [
+            CandidateRecord(
+                index=o.index,
+                overrides=j.overrides,
+                options=j.options,
+                status=o.status,
+                metrics=dict(o.metrics),
+                duration=round(o.duration, 4),
+                error=o.error,
+            )
+            for j, o in zip(jobs, outcomes, strict=True)
+        ]
+        selected = winner.index if winner else None
+
+        def record_candidates(manifest: Manifest) -> None:
+            record = manifest.stage(name)
+            record.candidates, record.selected = records, selected
+
+        self._update(record_candidates)
+        self.fire(
+            "crispml_after_candidates",
+            stage=name,
+            plugin=step.plugin,
+            candidates=records,
+            selected=selected,
+            context=self.context,
+        )
+        if winner is None:
+            first = failed[0]
+            label = step.candidates[first.index - 1].label
+            raise CandidateError(f"{len(failed)} of {len(jobs)} candidates failed; {label}: {first.error}")
+        scope = candidate_scope(name, winner.index)
+        stored = self.store.result_path(run_id, f"{scope}/{name}")
+        with stored.open("rb") as fh:
+            result: Result = pickle.load(fh)
+        self.store.link_result(run_id, name, stored)
+        files = self.store.artifact_dir(run_id, f"{scope}/{name}")
+        if files.is_dir():
+            shutil.copytree(files, self.context.artifact_dir(name), dirs_exist_ok=True)
+        status = "cached" if all(o.status == "cached" for o in outcomes) else "succeeded"
+        return result, status, str(winner.key), winner.code
+
+    def run_job(self, job: CandidateJob) -> CandidateOutcome:
+        """Train and evaluate one candidate (in whichever process holds this plan), each step
+        cached on its own. A failure is returned as the outcome's one-line error, not raised:
+        the job's runner may be another process, and the plan decides what it means."""
+        t0 = time.perf_counter()
+        try:
+            step, evaluate = self.resolved.step(job.stage), self.resolved.step("evaluate")
+            if step is None or evaluate is None or not 1 <= job.index <= len(step.candidates):
+                raise UsageError(f"run '{job.run_id}' has no candidate {job.index} of stage '{job.stage}'")
+            scope = candidate_scope(job.stage, job.index)
+            context = dataclasses.replace(self.context, candidate=scope)
+            with open(job.dataset, "rb") as fh:
+                dataset = pickle.load(fh)
+            train = dataclasses.replace(step, options=step.candidates[job.index - 1].options, candidates=[])
+            inputs: dict[str, Any] = {"dataset": dataset}
+            key = self._cache_key(train, inputs, {"dataset": job.dataset_fingerprint})
+            model, trained, code = self._cached(train, key, f"{scope}/{job.stage}")
+            if model is None:
+                model, code = self._compute(train, inputs, key, f"{scope}/{job.stage}", context)
+                trained = "succeeded"
+            fingerprint = output_fingerprint(key, code, job.run_id)
+            inputs = {"model": model, "dataset": dataset}
+            fingerprints = {"model": fingerprint, "dataset": job.dataset_fingerprint}
+            ekey = self._cache_key(evaluate, inputs, fingerprints)
+            evaluation, evaluated, _ = self._cached(evaluate, ekey, f"{scope}/evaluate")
+            if evaluation is None:
+                evaluation, _ = self._compute(evaluate, inputs, ekey, f"{scope}/evaluate", context)
+                evaluated = "succeeded"
+        except Exception as exc:
+            error = self.context.redact(f"{type(exc).__name__}: {one_line(exc)}")
+            return CandidateOutcome.failed(job, error, time.perf_counter() - t0)
+        return CandidateOutcome(
+            index=job.index,
+            status="cached" if trained == evaluated == "cached" else "succeeded",
+            metrics=dict(evaluation.metrics),
+            train_metrics=dict(model.metrics),
+            duration=time.perf_counter() - t0,
+            key=key,
+            code=code,
+            fingerprint=fingerprint,
+        )
+
+    def _call(self, step: ResolvedStep, inputs: dict[str, Any], context: RunContext | None = None) -> Result:
         spec = BY_NAME[step.stage]
         result: Result | None = self.plugins.call_only(
-            spec.hook, step.plugin, options=step.options, context=self.context, **inputs
+            spec.hook, step.plugin, options=step.options, context=context or self.context, **inputs
         )
         if result is None:
             raise PluginError(f"plugin '{step.plugin}' returned nothing from {spec.hook}")
@@ -400,7 +548,10 @@ class RunPlan:
             result = apply_split(result, self.resolved.recipe.split)
         return result
 
-    def _cache_key(self, step: ResolvedStep, inputs: dict[str, Any]) -> str:
+    def _cache_key(self, step: ResolvedStep, inputs: dict[str, Any], fingerprints: dict[str, str] | None = None) -> str:
+        """The key of ``step``'s result given its inputs (whose fingerprints are this plan's, or
+        ``fingerprints``: a candidate's model is not the stage's)."""
+        known = self.fingerprints if fingerprints is None else fingerprints
         plugin = self.plugins.get(step.plugin)
         module = module_of(plugin)
         files = {str(p): hash_file(p) for p in step.options.external_inputs()}
@@ -413,7 +564,7 @@ class RunPlan:
             "backends": {b.distribution: b.version() for b in self.plugins.declaration(step.plugin).backends},
             "plugin_source": module_source_hash(module) if module else type(plugin).__qualname__,
             "options": step.options.model_dump(mode="json"),
-            "inputs": {k: self.fingerprints.get(k) for k in sorted(inputs) if inputs[k] is not None},
+            "inputs": {k: known.get(k) for k in sorted(inputs) if inputs[k] is not None},
             "files": files,
         }
         if step.stage == "load":
@@ -421,8 +572,12 @@ class RunPlan:
             material["split"] = split.model_dump() if split else None
         return hash_json(material)
 
-    def _cached(self, step: ResolvedStep, key: str) -> tuple[Result | None, str, dict[str, str] | None]:
-        """``(result, "cached", code hashes)`` stored under ``key`` if its code is unchanged."""
+    def _cached(
+        self, step: ResolvedStep, key: str, where: str | None = None
+    ) -> tuple[Result | None, str, dict[str, str] | None]:
+        """``(result, "cached", code hashes)`` stored under ``key`` if its code is unchanged;
+        the result and files are linked into the run as ``where`` (default: the stage's)."""
+        where = where or step.stage
         if not (self.use_cache and step.cache and BY_NAME[step.stage].cacheable):
             return None, "", None
         hit = self.store.cache_get(key)
@@ -432,9 +587,9 @@ class RunPlan:
         if not unchanged(code):
             return None, "", None
         if (entry / "artifacts").is_dir():
-            target = self.context.artifact_dir(step.stage)
+            target = self.store.artifact_dir(self.context.run_id, where)
             shutil.copytree(entry / "artifacts", target, dirs_exist_ok=True)
-        self.store.link_result(self.context.run_id, step.stage, entry / "result.pkl")
+        self.store.link_result(self.context.run_id, where, entry / "result.pkl")
         return result, "cached", code
 
     def finish(self) -> str:
@@ -485,6 +640,16 @@ class RunPlan:
                     return self.error
                 return StageError.recorded(record.name, record.plugin, str(record.error))
         return None
+
+
+def candidate_scope(stage: str, index: int) -> str:
+    """Where a candidate's results and files live in its run (``candidates/train-3``)."""
+    return f"candidates/{stage}-{index}"
+
+
+def open_plan(project_dir: str, run_id: str) -> RunPlan | None:
+    """The plan of a run whose candidates this process is running now, if any."""
+    return _OPEN.get((project_dir, run_id))
 
 
 def output_fingerprint(key: str, code: dict[str, str] | None, run_id: str) -> str:

@@ -33,11 +33,22 @@ class Split(BaseModel):
     """A column whose class proportions both splits keep (usually the target)."""
 
 
+class Select(BaseModel):
+    """How the best of a step's candidates is chosen: ``select: roc_auc`` (highest wins) or
+    ``select: {metric: log_loss, greater_is_better: false}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str
+    greater_is_better: bool = True
+
+
 class Step(BaseModel):
     """One stage of a recipe: the plugin that runs it and that plugin's options.
 
-    Every field but ``use``, ``gate`` and ``cache`` is an option of the plugin, validated
-    against the plugin's declared model when the recipe is checked.
+    Every field but crispml's own (``use``, ``gate``, ``cache``, and for the train step
+    ``grid``, ``candidates``, ``select``) is an option of the plugin, validated against the
+    plugin's declared model when the recipe is checked.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -47,6 +58,18 @@ class Step(BaseModel):
     """Metric thresholds, e.g. ``{"accuracy": ">= 0.9"}``; a failed gate rejects the run."""
     cache: bool = True
     """Whether this step may reuse a stored result whose inputs are unchanged."""
+    grid: dict[str, list[Any]] | None = None
+    """Candidates as a grid: option path → values (``{params.max_depth: [4, 8]}``); every
+    combination is one candidate (see ``crispml.candidates``)."""
+    candidates: list[dict[str, Any]] | None = None
+    """Candidates as a list: each one's options over the step's (``[{estimator: ...}, ...]``)."""
+    select: Select | None = None
+    """The evaluate metric that picks the best candidate."""
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _select_by_name(cls, value: Any) -> Any:
+        return {"metric": value} if isinstance(value, str) else value
 
     @property
     def options(self) -> dict[str, Any]:

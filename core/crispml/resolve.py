@@ -22,12 +22,13 @@ from pydantic import BaseModel, ValidationError
 
 from crispml._redact import ENV_REFERENCE, Redactor, annotation_is_secret
 from crispml._yaml import line_of, load_with_lines
+from crispml.candidates import MAX_CANDIDATES, Candidate, apply, describe, expand, grid_size
 from crispml.check_cache import SKIP_BACKEND_CHECKS
 from crispml.declarations import Backend, Declaration, Options
 from crispml.errors import MissingBackendError, PluginError, RecipeError, clip
 from crispml.gates import Gate
 from crispml.plugins import Plugins
-from crispml.recipe import Recipe, describe_error
+from crispml.recipe import Recipe, Select, Step, describe_error
 from crispml.stages import BY_NAME
 
 
@@ -38,6 +39,10 @@ class ResolvedStep:
     options: Options
     gates: list[Gate] = field(default_factory=list)
     cache: bool = True
+    candidates: list[Candidate] = field(default_factory=list)
+    """The step's checked candidates (``grid:`` or ``candidates:``); empty for a plain step."""
+    select: Select | None = None
+    """Which candidate wins (set whenever ``candidates`` is)."""
 
 
 @dataclass
@@ -223,6 +228,119 @@ def _check_stratify(recipe: Recipe, steps: list[ResolvedStep], where: _Locator) 
         )
 
 
+def _candidates(
+    stage: str,
+    step: Step,
+    model: type[Options],
+    where: _Locator,
+    recipe_dir: Path,
+    earlier: list[ResolvedStep],
+    secrets: Redactor,
+) -> list[Candidate]:
+    """Check a step's ``grid:`` or ``candidates:`` and validate each candidate's options like the
+    step's own: a mistake in any candidate is a recipe error before anything runs."""
+    if step.grid is None and step.candidates is None:
+        if step.select is not None:
+            raise where.error((stage, "select"), "select needs candidates to choose from (add grid: or candidates:)")
+        return []
+    field_name = "grid" if step.grid is not None else "candidates"
+    if stage != "train":
+        raise where.error((stage, field_name), f"only the train step takes candidates, not the {stage} step")
+    if step.grid is not None and step.candidates is not None:
+        raise where.error((stage, "candidates"), "give either grid: or candidates:, not both")
+    if step.grid is not None:
+        for key, values in step.grid.items():
+            _check_option_path(model, key, (stage, "grid", key), where, step.use)
+            if not values:
+                raise where.error((stage, "grid", key), "expected a non-empty list of values")
+        count = grid_size(step.grid)
+    else:
+        count = len(step.candidates or [])
+        if count == 0:
+            raise where.error((stage, "candidates"), "expected a non-empty list of candidates")
+    if count > MAX_CANDIDATES:
+        raise where.error(
+            (stage, field_name), f"{count:,} candidates; a step tries at most {MAX_CANDIDATES} (max_candidates)"
+        )
+    overrides = expand(step.grid) if step.grid is not None else list(step.candidates or [])
+    out = []
+    for i, override in enumerate(overrides, start=1):
+        path: tuple[Any, ...] = (stage, "grid") if step.grid is not None else (stage, "candidates", i - 1)
+        if step.grid is None:
+            for key in override:
+                _check_option_path(model, str(key), (*path, key), where, step.use)
+        try:
+            raw = apply(step.options, override)
+        except ValueError as exc:
+            raise where.error(path, f"candidate {i} ({describe(override)}): {exc}") from None
+        try:
+            options = _validate_options(
+                model, raw, (stage,), where, recipe_dir, {s.stage: s.options for s in earlier}, secrets
+            )
+        except RecipeError as exc:
+            # Named by the candidate, at the grid (or list entry) that made it.
+            raise where.error(path, f"candidate {i} ({describe(override)}): {exc.field}: {exc.message}") from None
+        _mask_candidate_secrets(options, raw, override, path, secrets)
+        out.append(Candidate(i, dict(override), raw, options))
+    return out
+
+
+def _mask_candidate_secrets(
+    options: Options, raw: dict[str, Any], override: dict[str, Any], path: tuple[Any, ...], secrets: Redactor
+) -> None:
+    """A declared-secret option a candidate sets is masked where the recipe spells it
+    (``train.candidates.0.token``, or a grid key's whole list of values): the manifest keeps
+    the recipe by path, and ``train.token`` is not where a candidate writes it."""
+    probe = Redactor()
+    probe.learn_options(options, raw, ())
+    for key in override:
+        parts = tuple(str(key).split("."))
+        for secret in probe.secret_paths:
+            if secret[: len(parts)] == parts or parts[: len(secret)] == secret:
+                if path[1] == "grid":
+                    secrets.add_path((*path, key))
+                else:
+                    secrets.add_path((*path, key, *secret[len(parts) :]))
+
+
+def _check_option_path(model: type[Options], key: str, path: tuple[Any, ...], where: _Locator, plugin: str) -> None:
+    """A candidate's option path must start at an option of the step."""
+    fields = {n: f for n, f in model.model_fields.items()}
+    names = set(fields) | {f.alias for f in fields.values() if f.alias}
+    head = key.split(".")[0]
+    if head in names:
+        return
+    near = difflib.get_close_matches(head, sorted(names), n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    raise where.error(
+        path,
+        f"'{clip(head)}' is no option of plugin '{plugin}' for this step "
+        f"({hint}its options: {', '.join(sorted(names)) or 'none'})",
+    )
+
+
+def _check_select(steps: list[ResolvedStep], where: _Locator) -> None:
+    """``select`` must name a metric the evaluate step computes (when it says which)."""
+    for step in steps:
+        if not step.candidates:
+            continue
+        if step.select is None:
+            raise where.error(
+                (step.stage, "select"),
+                "missing: name the evaluate metric that picks the best candidate (e.g. select: roc_auc)",
+            )
+        evaluate = next((s for s in steps if s.stage == "evaluate"), None)
+        if evaluate is None:
+            raise where.error((step.stage, "select"), "candidates are compared by the evaluate step: add one")
+        provided = evaluate.options.provided_metrics()
+        if provided is not None and step.select.metric not in provided:
+            raise where.error(
+                (step.stage, "select"),
+                f"metric '{clip(step.select.metric)}' is not computed by the evaluate step "
+                f"(it computes: {', '.join(provided) or 'nothing'})",
+            )
+
+
 def resolve(recipe: Recipe, plugins: Plugins, *, checks: bool = True) -> Resolved:
     """Bind and validate every step of ``recipe``; raise a ``RecipeError`` on the first mistake.
 
@@ -293,8 +411,10 @@ def resolve(recipe: Recipe, plugins: Plugins, *, checks: bool = True) -> Resolve
                         f"metric '{gate.metric}' is not computed by this step "
                         f"(it computes: {', '.join(provided) or 'nothing'})",
                     )
-        steps.append(ResolvedStep(stage, step.use, options, gates, step.cache))
+        candidates = _candidates(stage, step, decl.stages[stage], where, recipe_dir, steps, secrets)
+        steps.append(ResolvedStep(stage, step.use, options, gates, step.cache, candidates, step.select))
 
+    _check_select(steps, where)
     if checks:
         _check_stratify(recipe, steps, where)
 

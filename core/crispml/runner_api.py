@@ -8,17 +8,24 @@ then return ``plan.finish()``. A flow that starts runs itself (a schedule) uses
 
 Each stage reads its inputs from the run store, so it may run in any process on the machine,
 be retried, or run side by side with the stages it does not need (``plan.needs(name)``).
+
+A train step with candidates hands the runner its jobs (``plan.run_stage("train",
+run_jobs=...)``); the runner runs each with :func:`run_candidate` wherever it likes and
+returns the outcomes.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crispml.errors import UsageError
+from crispml.candidates import CandidateJob, CandidateOutcome
+from crispml.errors import UsageError, one_line
 from crispml.manifest import Manifest
-from crispml.plan import ENDED, running_elsewhere
+from crispml.plan import ENDED, RunJobs, RunPlan, open_plan, running_elsewhere
 from crispml.plugins import Plugins
 from crispml.recipe import Recipe
 from crispml.resolve import on_path
@@ -68,8 +75,11 @@ def run_stage(
     *,
     plugins: Plugins | None = None,
     extra_plugins: dict[str, object] | None = None,
+    run_jobs: RunJobs | None = None,
 ) -> str:
     """Run one stage of a started run, in this process; return its status.
+
+    A train step with candidates hands its jobs to ``run_jobs`` (default: run here, in order).
 
     Its inputs are read from the run store, its result is stored there and its record in the
     manifest updated (under the run's lock, so stages in other processes lose nothing). A stage
@@ -90,7 +100,7 @@ def run_stage(
     recipe = stored_recipe(run_id, manifest, "run stage by stage")
     with on_path(Path(manifest.recipe_dir)):
         plan = stored_plan(run_id, manifest, recipe, store, _plugins(plugins, extra_plugins), resumed=False)
-        return plan.run_stage(stage)
+        return plan.run_stage(stage, run_jobs=run_jobs)
 
 
 def finish_run(
@@ -124,3 +134,44 @@ def finish_run(
         started = datetime.fromisoformat(manifest.started)
         plan._t0 = time.perf_counter() - (datetime.now(UTC) - started).total_seconds()
         return result_of(plan, plan.finish())
+
+
+_PLANS: dict[tuple[str, str], RunPlan] = {}
+_PLANS_LOCK = threading.Lock()
+_KEEP = 4  # plans a long-lived worker (a Dask cluster's) keeps, newest runs first
+
+
+def run_candidate(
+    job: CandidateJob,
+    *,
+    plugins: Plugins | None = None,
+    extra_plugins: dict[str, object] | None = None,
+) -> CandidateOutcome:
+    """Train and evaluate one candidate of a started run, in this process: what a runner's
+    worker (a process, a thread, a Dask worker) calls with a job the plan handed out.
+
+    The run's recipe is read from the run store and checked once per process; the dataset is
+    read from the job's path. Never raises: a failure is the outcome's one-line ``error``.
+    """
+    try:
+        key = (job.project_dir, job.run_id)
+        plan = open_plan(*key)
+        if plan is None:
+            with _PLANS_LOCK:
+                plan = _PLANS.get(key)
+                if plan is None:
+                    store, manifest = _open(job.project_dir, job.run_id)
+                    recipe = stored_recipe(job.run_id, manifest, "trained")
+                    # Stays on the path (not ``on_path``): jobs run in several threads of a
+                    # worker at once, and one leaving must not unplug the others' imports.
+                    if manifest.recipe_dir not in sys.path:
+                        sys.path.insert(0, manifest.recipe_dir)
+                    plan = stored_plan(
+                        job.run_id, manifest, recipe, store, _plugins(plugins, extra_plugins), resumed=False
+                    )
+                    while len(_PLANS) >= _KEEP:
+                        _PLANS.pop(next(iter(_PLANS)))
+                    _PLANS[key] = plan
+        return plan.run_job(job)
+    except Exception as exc:
+        return CandidateOutcome.failed(job, f"{type(exc).__name__}: {one_line(exc)}")

@@ -43,7 +43,7 @@ from crispml import (
 if TYPE_CHECKING:
     import click
 
-    from crispml import Result
+    from crispml import CandidateRecord, Result
 
 __version__ = "0.1.0"
 
@@ -175,6 +175,17 @@ def crispml_after_stage(
         from crispml_mlflow._tracking import after_stage
 
         after_stage(options, context, stage, plugin, status, result, duration)
+
+
+@hookimpl
+def crispml_after_candidates(
+    stage: str, plugin: str, candidates: list[CandidateRecord], selected: int | None, context: RunContext
+) -> None:
+    options = _tracker_options(context)
+    if options is not None:
+        from crispml_mlflow._tracking import after_candidates
+
+        after_candidates(options, context, stage, candidates, selected)
 
 
 @hookimpl

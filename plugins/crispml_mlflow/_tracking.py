@@ -19,7 +19,7 @@ from crispml import Dataset, RunContext, flatten
 from crispml_mlflow import _backend
 
 if TYPE_CHECKING:
-    from crispml import Result
+    from crispml import CandidateRecord, Result
     from crispml_mlflow import TrackingOptions
 
 PLUGIN = "mlflow"  # this plugin's name (its entry point), under which a recipe's tracking: names it
@@ -172,6 +172,61 @@ def after_stage(
         folder = context.run_dir / "artifacts" / stage
         if folder.is_dir() and any(folder.iterdir()):
             client.log_artifacts(run_id, str(folder), artifact_path=f"stages/{stage}")
+
+
+def after_candidates(
+    options: TrackingOptions,
+    context: RunContext,
+    stage: str,
+    candidates: list[CandidateRecord],
+    selected: int | None,
+) -> None:
+    """Each candidate as an MLflow run nested under the run's (``mlflow.parentRunId``), as
+    MLflow's own searches log them: its options as params, its evaluation as metrics. A stage
+    run again (a resume) updates the nested runs it made before rather than adding more."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    found = _run(options, context)
+    if found is None:
+        return
+    client, parent = found
+    experiment = str(context.links.get("mlflow_experiment_id") or client.get_run(parent).info.experiment_id)
+    earlier: dict[str, str] = {}
+    for child in client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=1000
+    ):
+        index = child.data.tags.get("crispml.candidate")
+        if child.data.tags.get("crispml.stage") == stage and index:
+            earlier[index] = child.info.run_id
+    now = int(time.time() * 1000)
+    for candidate in candidates:
+        tags = {
+            "mlflow.parentRunId": parent,
+            "crispml.run_id": context.run_id,
+            "crispml.stage": stage,
+            "crispml.candidate": str(candidate.index),
+            "crispml.candidate.status": candidate.status,
+            "crispml.selected": str(candidate.index == selected).lower(),
+        }
+        if candidate.error:
+            tags["crispml.error"] = _text(context.redact(candidate.error), MAX_TAG)
+        run_id = earlier.get(str(candidate.index))
+        if run_id is None:
+            name = f"{context.run_id}/{stage}-{candidate.index}"
+            run_id = client.create_run(experiment, run_name=name).info.run_id
+            flat = flatten(context.redact(candidate.options)).items()
+            params = [Param(_key(k), _text(v, MAX_PARAM)) for k, v in flat]
+            for i in range(0, len(params), 100):
+                client.log_batch(run_id, params=params[i : i + 100])
+        metrics = [
+            Metric(_key(name), float(value), now, 0)
+            for name, value in candidate.metrics.items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ]
+        if candidate.duration is not None:
+            metrics.append(Metric("crispml.candidate.seconds", float(candidate.duration), now, 0))
+        client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, _text(v, MAX_TAG)) for k, v in tags.items()])
+        client.set_terminated(run_id, "FAILED" if candidate.status == "failed" else "FINISHED")
 
 
 def _log_dataset(client: Any, run_id: str, dataset: Dataset) -> None:

@@ -1,7 +1,8 @@
 """The ``prefect`` plugin: run recipes on Prefect — flows, retried and timed stages, schedules.
 
     runner: {use: prefect, retries: 2, retry_delay_seconds: 10, timeout_seconds: 3600,
-             stages: {train: {timeout_seconds: 7200}, deploy: {retries: 0}}}
+             stages: {train: {timeout_seconds: 7200}, deploy: {retries: 0}},
+             task_runner: process, max_workers: 2}      # a train step's candidates, side by side
 
     crispml server start [--port 4200] [--database-url ...] | status | stop
     crispml schedule recipe.yaml --cron "0 3 * * *" [--name nightly] [--set k=v] [--replace] [--monitor]
@@ -17,6 +18,7 @@ crispml loads its plugins.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crispml import Backend, Declaration, hookimpl
@@ -38,6 +40,15 @@ def crispml_declare() -> Declaration:
         backends=(Backend("prefect", "prefect", extra="prefect"),),
         description="Run recipes as Prefect flows: stages as retried, timed tasks; schedules on a Prefect server.",
     )
+
+
+@hookimpl
+def crispml_environment(project_dir: Path) -> dict[str, str]:
+    """``PREFECT_HOME`` in ``.crispml/prefect``, Prefect's telemetry off, crispml's loggers in
+    Prefect's run logs: set by the core before anything imports Prefect."""
+    from crispml_prefect._env import environment
+
+    return environment(project_dir)
 
 
 @hookimpl

@@ -2,7 +2,8 @@
 
 Importing Prefect creates ``$PREFECT_HOME`` (``~/.prefect`` by default) and snapshots its settings
 from the environment, so the environment is set first: ``PREFECT_HOME`` in the project's
-``.crispml/prefect``, telemetry off, crispml's loggers sent to Prefect's run logs. Afterwards,
+``.crispml/prefect``, telemetry off, crispml's loggers sent to Prefect's run logs (the plugin's
+``crispml_environment`` answer, :func:`environment`, which the core applies when plugins load). Afterwards,
 :func:`prefect_settings` applies the same values through Prefect's own settings context, for a
 process that imported Prefect earlier (a notebook, a test session) with other values.
 
@@ -18,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ def read_server(project: Path) -> dict[str, Any] | None:
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
     """Does a Prefect API answer ``/health`` at ``api_url`` (``http://host:port/api``)?"""
+    import urllib.request  # here, not at the top: every crispml command reads environment()
+
     try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:
             return bool(resp.status == 200)
@@ -85,17 +87,33 @@ def choose_api(project: Path) -> tuple[str | None, str]:
     return None, "ephemeral"
 
 
+def environment(project: Path) -> dict[str, str]:
+    """Prefect's variables for ``project``: the plugin's answer to the core's
+    ``crispml_environment`` hook, so the core sets them (in every process crispml starts, before
+    any import of Prefect) like every other backend's. Creates nothing."""
+    return {
+        "PREFECT_HOME": str(prefect_home(project)),
+        "PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGER,
+        **_TELEMETRY_OFF,
+        **_DEFAULTS,
+    }
+
+
 def prepare_environment(project: Path) -> None:
-    """Set Prefect's environment for ``project`` — effective only before Prefect's first import."""
+    """Set Prefect's environment for ``project`` right before Prefect is used — effective only
+    before Prefect's first import. The core has set :func:`environment` already for the project
+    crispml was started in; this covers a command or run aimed at another project folder, and a
+    user's own ``PREFECT_LOGGING_EXTRA_LOGGERS`` (crispml's logger is added to it)."""
     home = prefect_home(project)
     home.mkdir(parents=True, exist_ok=True)
+    wanted = environment(project)
     if "prefect" not in sys.modules:
-        os.environ["PREFECT_HOME"] = str(home)
+        os.environ["PREFECT_HOME"] = wanted["PREFECT_HOME"]
         extra = [n for n in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if n]
         if EXTRA_LOGGER not in extra:
             os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*extra, EXTRA_LOGGER])
-    for key, value in {**_TELEMETRY_OFF, **_DEFAULTS}.items():
-        os.environ.setdefault(key, value)
+    for key in (*_TELEMETRY_OFF, *_DEFAULTS):
+        os.environ.setdefault(key, wanted[key])
 
 
 class _Plain(logging.StreamHandler):  # type: ignore[type-arg]

@@ -5,7 +5,9 @@ No Prefect here: a recipe is validated by every ``crispml check``, which must st
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from crispml import Options
 
@@ -36,6 +38,23 @@ class PrefectOptions(Options):
     heartbeat: bool | None = None
     """Prefect's flow-run heartbeat (crash detection). Default: on with a server, off on the
     ephemeral API, where nothing watches for crashes and a sync flow pays ~1 s per run for it."""
+    task_runner: Literal["thread", "process", "dask"] = "thread"
+    """Where a train step's candidates run, each one a Prefect task: Prefect's own
+    ``ThreadPoolTaskRunner``, ``ProcessPoolTaskRunner``, or prefect-dask's ``DaskTaskRunner``."""
+    max_workers: int | None = Field(None, ge=1, le=1024)
+    """Candidates at a time (threads, processes, or a local Dask cluster's workers). Default:
+    the machine's CPU count."""
+    address: str | None = None
+    """``task_runner: dask`` only: a running Dask scheduler (``tcp://host:8786``) instead of a
+    ``LocalCluster`` started for the run."""
+
+    @model_validator(mode="after")
+    def _address_is_for_dask(self) -> PrefectOptions:
+        if self.address is not None and self.task_runner != "dask":
+            raise ValueError(f"address is for task_runner: dask (this recipe has task_runner: {self.task_runner})")
+        if self.address is not None and not self.address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+            raise ValueError(f"address: expected a Dask scheduler address like tcp://host:8786, got {self.address!r}")
+        return self
 
     @field_validator("stages")
     @classmethod

@@ -87,15 +87,22 @@ def _record_interrupt(plan: RunPlan, stage: str, seconds: float | None, started:
     plan.fire("crispml_on_stage_error", stage=stage, plugin=plugin, error=cause, context=plan.context)
 
 
-def _stage_task(plan: RunPlan, stage: str, opts: StageOptions) -> Any:
+def _stage_task(plan: RunPlan, stage: str, opts: StageOptions, options: PrefectOptions) -> Any:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
     from prefect.states import Completed
 
+    step = plan.resolved.step(stage)
+    run_jobs = None
+    if step is not None and step.candidates:
+        from crispml_prefect._candidates import run_jobs as candidate_jobs
+
+        run_jobs = candidate_jobs(options)
+
     def run_stage() -> Any:
         started = time.perf_counter()
         try:
-            status = plan.run_stage(stage)
+            status = plan.run_stage(stage, run_jobs=run_jobs)
         except Exception:
             raise
         except BaseException:
@@ -150,7 +157,7 @@ def _run_stages(plan: RunPlan, options: PrefectOptions) -> Any:
     for stage in plan.stage_names:
         if plan.ended:
             break
-        state = _stage_task(plan, stage, options.for_stage(stage))(return_state=True)
+        state = _stage_task(plan, stage, options.for_stage(stage), options)(return_state=True)
         if state.is_failed() and plan.error is None and plan.manifest.stage(stage).status != "failed":
             # The task failed outside the stage's code (Prefect itself, its API): the run
             # cannot go on as if the stage had run.

@@ -7,6 +7,7 @@ The champion comes through the core (``context.session.resolve_model`` then
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,9 @@ from crispml import Dataset, Evaluation, RunContext, TrainedModel, UsageError
 
 if TYPE_CHECKING:
     from crispml_sklearn import EvaluateOptions
+
+_PYPLOT = threading.Lock()
+"""pyplot's figure registry is global: candidates evaluated in threads side by side take turns."""
 
 
 def evaluate(
@@ -30,7 +34,8 @@ def evaluate(
         metrics |= champion_metrics(options, frame, y, context)
     artifacts: list[str] = []
     if options.plots and model.task == "classification":
-        artifacts = _plots(model.model, X, y, out)
+        with _PYPLOT:
+            artifacts = _plots(model.model, X, y, out)
     return Evaluation(metrics=metrics, artifacts=artifacts, split=options.split, rows=len(frame))
 
 
