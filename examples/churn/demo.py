@@ -188,6 +188,8 @@ def main() -> int:
         failed = str(exc)
     except KeyboardInterrupt:
         failed = "interrupted"
+    except Exception as exc:  # a bug of the demo itself: one line, then the same cleanup
+        failed = f"{type(exc).__name__}: {exc}"
     finally:
         demo.cleanup()
     total = time.perf_counter() - started
