@@ -43,8 +43,12 @@ def _copy(tmp_path: Path) -> Path:
     return target
 
 
+# None of the variables that keep backends out of HOME (as in test_quickstart): crispml sets them.
+_HIDING = ("XDG_", "MPL", "MLFLOW_", "BENTOML_", "GX_", "PREFECT_", "DO_NOT_TRACK", "FEAST_", "PROMETHEUS_")
+
+
 def _env(project: Path, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING", "BENTOML_HOME"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDING)}
     return {**env, "HOME": str(home), "CRISPML_PROJECT": str(project), "COLUMNS": "200"}
 
 
@@ -168,3 +172,25 @@ def _cli(project: Path, home: Path, *args: str) -> str:
     done = subprocess.run([crispml, *args], cwd=project, env=_env(project, home), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_a_failing_step_is_one_line_and_stops_the_demo(tmp_path: Path) -> None:
+    project = _copy(tmp_path)
+    recipe = project / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("max_depth: 6", "max_depth: deep"))
+    port = _free_port()
+    done = subprocess.run(
+        [PYTHON, "demo.py", "--port", str(port), "--prefect-port", str(_free_port())],
+        cwd=project,
+        env=_env(project, tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"demo failed: `crispml run recipe.yaml --set deploy.port={port}` exited 2; everything it started is stopped"
+    )
+    assert "max_depth" in done.stdout + done.stderr  # the command's own error, shown
+    assert "$ crispml undeploy churn" in done.stdout and "2. ask the served model" not in done.stdout
+    assert _ours(project) == [] and _port_free(port)
