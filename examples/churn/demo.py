@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _client import CRISPML, HERE, NAME
@@ -81,11 +82,11 @@ class Demo:
     ) -> subprocess.CompletedProcess[str]:
         return self.sh(CRISPML, *args, ok=ok, capture=capture)
 
-    def step(self, title: str, body: object) -> None:
+    def step(self, title: str, body: Callable[[], None]) -> None:
         print(f"\n━━ {title}", flush=True)
         start = time.perf_counter()
         try:
-            body()  # type: ignore[operator]
+            body()
         finally:
             self.timings[title] = round(time.perf_counter() - start, 1)
             print(f"   ({self.timings[title]:.1f} s)", flush=True)
