@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= all,dev
 
-.PHONY: install demo test lint typecheck bench docs docs-site lock clean
+.PHONY: install demo quickstart test lint typecheck bench docs docs-site lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,20 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The flagship (examples/churn/): Feast, Great Expectations, scikit-learn, MLflow, BentoML,
+# Evidently and Prefect end to end — train and serve, traffic, drift, retrain, a schedule — then
+# every process it started is stopped. PORT: the deployment's port; PREFECT_PORT: the server's.
+# CRISPML_PROJECT pins the project to the example's folder: a stray .crispml/ in a parent folder
+# (the project is the nearest ancestor holding one, as git finds its work tree) must not capture it.
+PORT         ?= 3000
+PREFECT_PORT ?= 4200
+demo: install
+	cd examples/churn && CRISPML_PROJECT=$(CURDIR)/examples/churn ../../$(BIN)/python demo.py --port $(PORT) --prefect-port $(PREFECT_PORT)
+
 # The quickstart end to end: validate, train, evaluate, register, deploy (recipe, then the same
 # through the Python API), one prediction from the served champion; then the server is stopped
 # (`crispml deploy churn@champion` serves it again).
-# CRISPML_PROJECT pins the project to the example's folder: a stray .crispml/ in a parent folder
-# (the project is the nearest ancestor holding one, as git finds its work tree) must not capture it.
-demo: install
+quickstart: install
 	cd examples/quickstart && export CRISPML_PROJECT=$(CURDIR)/examples/quickstart && { ../../$(BIN)/crispml run recipe.yaml && ../../$(BIN)/python run.py \
 	  && ../../$(BIN)/python predict.py; status=$$?; ../../$(BIN)/crispml undeploy churn || true; exit $$status; }
 

@@ -45,6 +45,27 @@ def read_header(path: Path) -> list[str]:
         return next(csv.reader(fh), [])
 
 
+def _release_metrics_dir() -> None:
+    """Keep Feast's metrics folder out of the processes crispml starts next.
+
+    Importing Feast (0.67) makes a temporary folder for prometheus_client, names it in
+    ``PROMETHEUS_MULTIPROCESS_DIR``/``PROMETHEUS_MULTIPROC_DIR`` and deletes it when this
+    process exits. A process started afterwards with this environment (a BentoML backend from
+    ``crispml run``, the Prefect serve process from ``crispml schedule``) would inherit a folder
+    about to vanish; its next Feast import then fails (``FileNotFoundError: …/gauge_liveall_<pid>.db``).
+    Dropping the two names from the environment lets such a process make its own folder; this
+    process keeps the one prometheus_client already opened."""
+    import os
+    import sys
+
+    metrics = sys.modules.get("feast.metrics")
+    if metrics is None or not getattr(metrics, "_owns_mp_dir", False) or metrics._owner_pid != os.getpid():
+        return
+    for name in ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR"):
+        if os.environ.get(name) == metrics._prometheus_mp_dir:
+            del os.environ[name]
+
+
 def _read_definitions(repo: Path | None) -> Any:
     from crispml_feast._definitions import DefinitionError, load_definitions
 
@@ -54,6 +75,8 @@ def _read_definitions(repo: Path | None) -> Any:
         return load_definitions(repo)
     except DefinitionError as exc:
         raise ValueError(str(exc)) from None
+    finally:
+        _release_metrics_dir()
 
 
 class LoadOptions(Options):
@@ -230,7 +253,10 @@ def crispml_declare() -> Declaration:
 def crispml_load(options: LoadOptions, context: RunContext) -> Dataset:
     from crispml_feast._load import load_dataset
 
-    return load_dataset(options, context)
+    try:
+        return load_dataset(options, context)
+    finally:
+        _release_metrics_dir()
 
 
 @hookimpl
@@ -244,7 +270,10 @@ def crispml_before_stage(stage: str, context: RunContext) -> None:
         return
     from crispml_feast._materialize import materialize_for_run
 
-    materialize_for_run(options, context)
+    try:
+        materialize_for_run(options, context)
+    finally:
+        _release_metrics_dir()
 
 
 @hookimpl
@@ -253,7 +282,10 @@ def crispml_serving_features(spec: dict[str, Any], project_dir: Path) -> Serving
     load step — refused when a recorded feature was removed or changed type since."""
     from crispml_feast._serving import serving_features
 
-    return serving_features(spec, project_dir)
+    try:
+        return serving_features(spec, project_dir)
+    finally:
+        _release_metrics_dir()
 
 
 @hookimpl

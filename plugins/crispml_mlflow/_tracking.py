@@ -241,7 +241,7 @@ def _log_dataset(client: Any, run_id: str, dataset: Dataset) -> None:
         warnings.simplefilter("ignore")  # MLflow's hints about integer columns in the schema
         data = mlflow.data.from_pandas(
             dataset.frame,
-            source=dataset.source,
+            source=_source(dataset.source),
             name=dataset.name,
             targets=dataset.target,
             digest=dataset.fingerprint[:36],
@@ -252,6 +252,20 @@ def _log_dataset(client: Any, run_id: str, dataset: Dataset) -> None:
         InputTag("crispml.fingerprint", dataset.fingerprint),
     ]
     client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
+
+
+def _source(text: str) -> Any:
+    """MLflow's source for a dataset's ``source``: a path or a URI MLflow knows resolves as
+    usual; any other (``feast:churn/churn_v1 ... labels.parquet``, a scheme MLflow has no resolver
+    for) is kept as it is in a code source's tags, instead of failing the stage."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return resolve_dataset_source(text)
+    except MlflowException:
+        return CodeDatasetSource(tags={"crispml.source": text})
 
 
 def on_stage_error(

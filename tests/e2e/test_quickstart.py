@@ -126,7 +126,7 @@ _HIDING = ("XDG_", "MPL", "MLFLOW_", "BENTOML_", "GX_", "PREFECT_", "DO_NOT_TRAC
 
 
 def test_quickstart_leaves_home_empty(quickstart: Path, tmp_path: Path) -> None:
-    """`make demo`'s steps (run with deploy, the Python API, a prediction, undeploy) with an empty
+    """`make quickstart`'s steps (run with deploy, the Python API, a prediction, undeploy) with an empty
     $HOME and none of the variables that keep backends out of it: crispml must set them itself,
     for its own process and for the servers it starts."""
     import psutil

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -161,3 +162,49 @@ def test_a_validate_step_is_checked_against_the_joined_columns(feature_repo: Fea
 def test_an_entities_column_named_like_a_served_feature(feature_repo: FeatureRepo) -> None:
     labels_frame().assign(minutes=1.0).to_parquet(feature_repo.labels)
     assert "load.entities: labels.parquet has column(s) minutes that churn_v1 provides" in _error(feature_repo.recipe)
+
+
+CHILD = """
+import sys, time
+import psutil
+while psutil.pid_exists(int(sys.argv[1])):  # import Feast only once the parent is gone
+    time.sleep(0.2)
+import feast
+print("imported feast", flush=True)
+"""
+
+PARENT = """
+import os, subprocess, sys
+import crispml
+crispml.check(sys.argv[1])
+with open(sys.argv[2], "w") as out:
+    subprocess.Popen(
+        [sys.executable, "-c", sys.argv[3], str(os.getpid())], env=dict(os.environ), stdout=out, stderr=out,
+        start_new_session=True,
+    )
+"""
+
+
+def test_a_process_started_after_feast_was_imported_can_import_it_once_the_starter_exits(
+    feature_repo: FeatureRepo, tmp_path: Path
+) -> None:
+    """Regression (the flagship's schedule): importing Feast names a temporary metrics folder in
+    the environment and deletes it at exit; a process started from that environment (the Prefect
+    serve process `crispml schedule` starts after checking the recipe) failed its own Feast import
+    with FileNotFoundError .../gauge_liveall_<pid>.db once the starter had exited."""
+    import sys
+    import time
+
+    out = tmp_path / "child.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
+    subprocess.run(
+        [sys.executable, "-c", PARENT, str(feature_repo.recipe), str(out), CHILD],
+        cwd=feature_repo.project,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    deadline = time.monotonic() + 300
+    while "imported feast" not in out.read_text() and "Error" not in out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert out.read_text().strip().endswith("imported feast"), out.read_text()[-2000:]

@@ -130,6 +130,42 @@ def test_run_is_tracked_in_the_embedded_store(mlflow_project: Path, write_recipe
     assert not (mlflow_project / "mlruns").exists()
 
 
+class SchemeSource:
+    """A load step whose dataset's source is a URI MLflow has no resolver for, as the feast
+    plugin's is (``feast:<project>/<service> ... <entities file>``)."""
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"load": Options})
+
+    @hookimpl
+    def crispml_load(self) -> crispml.Dataset:
+        import pandas as pd
+
+        return crispml.Dataset(
+            frame=pd.read_csv(CHURN),
+            target="churned",
+            name="churn_v1",
+            source="feast:features/churn_v1 × data/labels.parquet",
+            fingerprint=hash_file(CHURN),
+        )
+
+
+def test_a_dataset_source_mlflow_cannot_resolve_is_tracked_as_text(
+    mlflow_project: Path, write_recipe: Callable[..., Path]
+) -> None:
+    """Regression (the flagship's feast load): MLflow refused the source and failed the stage."""
+    result = crispml.run(
+        write_recipe(tracking=["mlflow"], load={"use": "scheme_source"}),
+        extra_plugins={"scheme_source": SchemeSource()},
+    )
+    assert result.status == "succeeded", result.error
+    run = client(embedded(mlflow_project)).get_run(result.manifest["links"]["mlflow_run_id"])
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.digest == hash_file(CHURN)[:36]
+    assert json.loads(inp.dataset.source)["tags"] == {"crispml.source": "feast:features/churn_v1 × data/labels.parquet"}
+
+
 class BrokenTrain:
     """A train step that fails while it runs."""
 
