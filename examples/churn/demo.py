@@ -8,9 +8,10 @@
 3. ``python simulate.py --traffic 400``; ``crispml monitor recipe.yaml`` → no drift (exit 0).
 4. ``python simulate.py --shift``; ``crispml monitor recipe.yaml`` → drift → retrain on the fresh
    data → churn/2 beats churn/1 → served.
-5. The schedule way: ``crispml server start``, ``crispml schedule recipe.yaml --cron …``,
-   ``crispml schedules run``, ``crispml server stop`` (the schedule is paused first, so starting
-   the server later to look at Prefect's UI does not run it).
+5. The schedule way: ``crispml server start``, ``crispml schedule recipe.yaml --monitor --cron …``
+   (the drift check every 30 minutes; a retrain it starts is a subflow), ``crispml schedules run``,
+   ``crispml server stop`` (the schedule is paused first, so starting the server later to look at
+   Prefect's UI does not run it).
 6. A summary; ``crispml undeploy churn`` and ``crispml server stop`` — also when a step fails.
 
 It starts from ``python simulate.py --reset`` (no deployment, no ``.crispml/``, today's data), so
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from _client import CRISPML, HERE, NAME
 
-SCHEDULE = "churn-retrain"
+SCHEDULE = "churn-monitor"
 PYTHON = sys.executable
 
 
@@ -119,6 +120,7 @@ class Demo:
         self.crispml(
             "schedule",
             "recipe.yaml",
+            "--monitor",
             "--cron",
             "*/30 * * * *",
             "--name",

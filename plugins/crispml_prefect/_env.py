@@ -35,6 +35,10 @@ _DEFAULTS = {
     # state, ERROR with a traceback for a failed attempt) would repeat it. They still reach the
     # run's logs in the API; set this variable to INFO to see them on the terminal as well.
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    # crispml's loggers reach a flow run's logs through Prefect's API handler; outside a flow run
+    # (a local run or a plugin's line after a Prefect run, in the same process) there is no run
+    # to send them to, and the handler's default ("warn") warns once per line.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 

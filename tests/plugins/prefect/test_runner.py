@@ -306,3 +306,32 @@ def test_a_silent_api_fails_the_run_in_one_line(project: Path, cli: Callable[...
         f"crispml: error: RuntimeError: no Prefect API answers at {silent} (waited 10 s) "
         "(CRISPML_DEBUG=1 shows the traceback)"
     )
+
+
+def test_crispml_log_lines_outside_a_flow_run_do_not_warn_after_a_prefect_run(project: Path, prefect_api: str) -> None:
+    """Prefect sends crispml's loggers to its run logs (``PREFECT_LOGGING_EXTRA_LOGGERS``). After a
+    Prefect run, the same process (a notebook, an app) logs outside any flow run: a local run, a
+    plugin's line. Prefect's API handler then warns by default ("attempted to send logs to the API
+    without a flow run id") — once per line, an error where warnings are errors. Found when a
+    feast test ran after a prefect test in one process."""
+    recipe = write_recipe(project)
+    code = (
+        "import logging, sys, warnings\n"
+        "import crispml\n"
+        "warnings.simplefilter('error')\n"
+        f"first = crispml.run({str(recipe)!r}, project={str(project)!r})\n"
+        "logging.getLogger('crispml.someplugin').warning('a plugin line outside any flow run')\n"
+        f"local = crispml.run({str(recipe)!r}, project={str(project)!r}, overrides=['runner=local'])\n"
+        "print(first.status, local.status, first.manifest['links'].get('prefect_flow_run_id') is not None)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CRISPML_PROJECT": str(project)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["succeeded", "succeeded", "True"], proc.stdout
+    assert "without a flow run id" not in proc.stderr
