@@ -583,7 +583,10 @@ def test_unreachable_tracking_server_fails_fast_and_is_recorded(
         result = crispml.run(recipe)
         elapsed = time.monotonic() - t0
         assert result.status == "failed"
-        assert elapsed < 20, f"took {elapsed:.1f}s against {uri}"
+        # Not a speed figure: MLflow's own defaults (7 retries with exponential back-off, 120 s
+        # per request) would hang here for minutes; the plugin's bounded timeouts end it in a few
+        # seconds on an idle machine. 60 s leaves room for a loaded one and still tells them apart.
+        assert elapsed < 60, f"took {elapsed:.1f}s against {uri}"
         stored = crispml.RunStore(project).read_manifest(result.run_id)
         assert stored["status"] == "failed"
         assert f"tracking server at {uri} did not answer" in stored["error"]
