@@ -65,6 +65,9 @@ bench: install
 	$(BIN)/python benchmarks/bench_mlflow.py
 	$(BIN)/python benchmarks/bench_bentoml.py
 	$(BIN)/python benchmarks/bench_prefect.py
+	$(BIN)/python benchmarks/bench_candidates.py
+	$(BIN)/python benchmarks/bench_evidently.py
+	$(BIN)/python benchmarks/bench_proxy.py
 
 # Re-pin the tested set after changing an extra (then run make test).
 lock: $(BIN)/python
