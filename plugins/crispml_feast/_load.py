@@ -123,7 +123,7 @@ def load_dataset(options: LoadOptions, context: RunContext) -> Dataset:
     without = int(frame[present].isna().all(axis=1).sum()) if present else len(frame)
     share = without / len(frame)
     keys = definitions.join_keys(service)
-    serving = spec_for(options, spec.project, service, store, key_types(frame, keys))
+    serving = spec_for(options, spec.project, service, store, key_types(frame, keys), redact=context.secrets)
     return Dataset(
         frame=frame,
         target=options.target,
