@@ -167,7 +167,12 @@ class Resolver:
             stamps = list(result.event_timestamps)
             cleaned = []
             for i, (value, status) in enumerate(zip(data[name], result.statuses, strict=True)):
-                known = status in (FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.OUTSIDE_MAX_AGE)
+                # Redis answers an unknown key with PRESENT empty values and no timestamp
+                # (Feast 0.67): a value without its row's event time was never materialized.
+                stamped = not stamps or (i < len(stamps) and (stamps[i].seconds > 0 or stamps[i].nanos > 0))
+                known = status == FieldStatus.OUTSIDE_MAX_AGE or (
+                    status in (FieldStatus.PRESENT, FieldStatus.NULL_VALUE) and stamped
+                )
                 found[i] = found[i] or known
                 stale = status == FieldStatus.OUTSIDE_MAX_AGE or (
                     ttl is not None
@@ -176,7 +181,7 @@ class Resolver:
                     and now - (stamps[i].seconds + stamps[i].nanos / 1e9) > ttl
                 )
                 # Stale: null, as the point-in-time join made it at training.
-                cleaned.append(value if status == FieldStatus.PRESENT and not stale else None)
+                cleaned.append(value if status == FieldStatus.PRESENT and known and not stale else None)
             columns[name] = cleaned
         frame = pd.DataFrame({name: columns.get(name, [None] * len(entity_rows)) for name in self.provides})
         missing = [i for i, ok in enumerate(found) if not ok]
