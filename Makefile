@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_mlflow.py
 	$(BIN)/python benchmarks/bench_bentoml.py
 	$(BIN)/python benchmarks/bench_prefect.py
+	$(BIN)/python benchmarks/bench_feast.py
 
 # Re-pin the tested set after changing an extra (then run make test).
 lock: $(BIN)/python
