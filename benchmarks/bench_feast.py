@@ -15,7 +15,8 @@ In one run, in a temporary project (everything on 127.0.0.1; data generated here
 4. **materialize** ``--entities`` entities (20 features) into SQLite and into Redis (db 15 of
    127.0.0.1:6379, flushed before and after; skipped when Redis does not answer);
 5. **serving floor**: bare ``store.get_online_features`` for 1 and 100 keys, and the shipped
-   resolver's ``fetch`` (what the served model calls), SQLite vs Redis (median of 200);
+   resolver's ``fetch`` (what the served model calls), SQLite vs Redis (median of 200 calls,
+   different random keys each);
 6. **HTTP**: one model deployed by key (``feast`` → ``bentoml``) and the same estimator trained on
    the same rows deployed by records (``files`` → ``bentoml``): req/s, p50/p99 for 1 and 100
    keys vs 1 and 100 records (the load generator of ``bench_bentoml.py``, its own process);
@@ -221,12 +222,13 @@ def bench_apply(project: Path) -> dict[str, Any]:
     return {"apply_s": round(first[0], 3), "skipped_apply_s": round(again[0], 3)}
 
 
-def _median_ms(call: Callable[[], Any], n: int = 200) -> float:
-    call()  # warm
+def _median_ms(call: Callable[[list[dict[str, Any]]], Any], batches: list[list[dict[str, Any]]]) -> float:
+    """Median milliseconds of ``call`` over ``batches`` (different keys each time: no cache helps)."""
+    call(batches[-1])  # warm
     times = []
-    for _ in range(n):
+    for rows in batches[:-1]:
         t0 = time.perf_counter()
-        call()
+        call(rows)
         times.append(time.perf_counter() - t0)
     return round(statistics.median(times) * 1000, 3)
 
@@ -252,7 +254,10 @@ def bench_online(project: Path, dataset: Any, args: argparse.Namespace) -> dict[
     repo = project / "features"
     refs = [f"usage20:{f}" for f in FEATURES]
     rng = np.random.default_rng(1)
-    keys = {n: [{"customer_id": int(k)} for k in rng.integers(1, args.entities + 1, n)] for n in (1, 100)}
+    keys = {
+        n: [[{"customer_id": int(k)} for k in rng.integers(1, args.entities + 1, n)] for _ in range(201)]
+        for n in (1, 100)
+    }
     stores: dict[str, tuple[dict[str, Any] | None, str]] = {"sqlite": (None, "features")}
     if redis_answers():
         stores["redis"] = ({"type": "redis", "connection_string": f"127.0.0.1:6379,db={REDIS_DB}"}, "bench_redis")
@@ -269,17 +274,14 @@ def bench_online(project: Path, dataset: Any, args: argparse.Namespace) -> dict[
         out[f"materialize_{kind}_rows"] = done.rows
         spec = {**dataset.serving, "online_store": online, "project": name}
         resolver = _resolver(spec, project, project / f"resolver_{kind}")
-        for n, rows in keys.items():
 
-            def bare(store: Any = store, rows: list[dict[str, Any]] = rows) -> Any:
-                with quiet():
-                    return store.get_online_features(features=refs, entity_rows=rows).to_dict()
+        def bare(rows: list[dict[str, Any]], store: Any = store) -> Any:
+            with quiet():
+                return store.get_online_features(features=refs, entity_rows=rows).to_dict()
 
-            def fetch(resolver: Any = resolver, rows: list[dict[str, Any]] = rows) -> Any:
-                return resolver.fetch(rows)
-
-            out[f"online_{kind}_{n}_ms"] = _median_ms(bare)
-            out[f"resolver_{kind}_{n}_ms"] = _median_ms(fetch)
+        for n, batches in keys.items():
+            out[f"online_{kind}_{n}_ms"] = _median_ms(bare, batches)
+            out[f"resolver_{kind}_{n}_ms"] = _median_ms(resolver.fetch, batches)
     if "redis" in stores:
         import redis
 
