@@ -410,9 +410,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         results["feast_import_s"] = round(time.perf_counter() - t0, 2)
         loaded, dataset = bench_load(project, args)
         results |= loaded
-        results |= bench_apply(project)
-        results |= bench_online(project, dataset, args)
-        if not args.no_http:
+        if not args.load_only:
+            results |= bench_apply(project)
+            results |= bench_online(project, dataset, args)
+        if not (args.no_http or args.load_only):
             results |= bench_http(project, dataset, args)
     return results
 
@@ -428,7 +429,8 @@ def report(results: dict[str, Any]) -> None:
         f"{r['dask_rows']:,} rows: duckdb {r['duckdb_s']} s ({r['duckdb_rows']:,} rows), "
         f"dask/file {r['dask_s']} s ({r['dask_rows']:,} rows): x{r['dask_over_duckdb']}"
     )
-    print(f"apply {r['apply_s']} s, skipped apply {r['skipped_apply_s']} s")
+    if "apply_s" in r:
+        print(f"apply {r['apply_s']} s, skipped apply {r['skipped_apply_s']} s")
     for kind in ("sqlite", "redis"):
         if f"materialize_{kind}_s" in r:
             print(
@@ -458,4 +460,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--no-http", action="store_true", help="skip the deployments (sections 6-7)")
+    parser.add_argument("--load-only", action="store_true", help="sections 1-2 only")
     report(main(parser.parse_args()))

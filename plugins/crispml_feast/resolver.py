@@ -157,6 +157,7 @@ class Resolver:
             raise StoreUnavailable(f"online store {self.where} unavailable: {type(exc).__name__}: {text}") from None
         names = list(response.proto.metadata.feature_names.val)
         data = response.to_dict()
+        present, null_value, outside = FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.OUTSIDE_MAX_AGE
         now = time.time()
         columns: dict[str, list[Any]] = {}
         found = [False] * len(entity_rows)
@@ -164,24 +165,22 @@ class Resolver:
             if name not in self.provides:
                 continue  # the entity keys echoed back
             ttl = self.ttl.get(self.view_of.get(name, ""))
-            stamps = list(result.event_timestamps)
+            # Read once per feature, as plain floats and ints: protobuf access per value is slow.
+            times = [t.seconds + t.nanos / 1e9 for t in result.event_timestamps]
+            statuses = list(result.statuses)
+            oldest = None if ttl is None else now - ttl
             cleaned = []
-            for i, (value, status) in enumerate(zip(data[name], result.statuses, strict=True)):
+            for i, (value, status) in enumerate(zip(data[name], statuses, strict=True)):
+                when = times[i] if i < len(times) else 0.0
                 # Redis answers an unknown key with PRESENT empty values and no timestamp
                 # (Feast 0.67): a value without its row's event time was never materialized.
-                stamped = not stamps or (i < len(stamps) and (stamps[i].seconds > 0 or stamps[i].nanos > 0))
-                known = status == FieldStatus.OUTSIDE_MAX_AGE or (
-                    status in (FieldStatus.PRESENT, FieldStatus.NULL_VALUE) and stamped
-                )
-                found[i] = found[i] or known
-                stale = status == FieldStatus.OUTSIDE_MAX_AGE or (
-                    ttl is not None
-                    and i < len(stamps)
-                    and stamps[i].seconds > 0
-                    and now - (stamps[i].seconds + stamps[i].nanos / 1e9) > ttl
-                )
-                # Stale: null, as the point-in-time join made it at training.
-                cleaned.append(value if status == FieldStatus.PRESENT and known and not stale else None)
+                stamped = not times or when > 0
+                known = status == outside or (stamped and status in (present, null_value))
+                if known:
+                    found[i] = True
+                # Stale (older than the view's ttl): null, as the point-in-time join made it.
+                stale = status == outside or (oldest is not None and 0 < when < oldest)
+                cleaned.append(value if known and status == present and not stale else None)
             columns[name] = cleaned
         frame = pd.DataFrame({name: columns.get(name, [None] * len(entity_rows)) for name in self.provides})
         missing = [i for i, ok in enumerate(found) if not ok]
