@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_candidates.py
 	$(BIN)/python benchmarks/bench_evidently.py
 	$(BIN)/python benchmarks/bench_proxy.py
+	$(BIN)/python benchmarks/bench_feast.py
 
 # Re-pin the tested set after changing an extra (then run make test).
 lock: $(BIN)/python

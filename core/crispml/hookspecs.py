@@ -379,9 +379,11 @@ def crispml_serving_features(spec: dict[str, Any], project_dir: Path) -> Serving
     imports the feature store.
 
     A spec the plugin can no longer honour (a feature it names was removed or changed type since
-    training) is a :class:`crispml.UsageError` saying which: the deploy is refused.
+    training) is a :class:`crispml.CrispmlError` whose ``exit_code`` is ``ExitCode.REJECTED``,
+    saying which: the serving plugin rejects the deploy and the running deployment keeps serving.
 
-    :param spec: the serving spec recorded at training.
+    :param spec: the serving spec recorded at training; a serving plugin may add ``model``, the
+        version's label (``churn/3``), for the plugin's messages.
     :param project_dir: the project whose stores (registry, online store) to use.
     :return: a :class:`crispml.ServingFeatures`.
 

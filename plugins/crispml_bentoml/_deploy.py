@@ -4,7 +4,8 @@ A deploy, step by step (everything before step 5 leaves the running deployment u
 
 1. Resolve the reference through ``crispml_resolve_model`` (whichever registry plugin knows it:
    this plugin never talks to a registry itself); check the public port.
-2. Package a new release from the resolved version (:mod:`_release`).
+2. Package a new release from the resolved version (:mod:`_release`). A feature store's check
+   there (an error whose exit code is ``REJECTED``) rejects the deploy before any server starts.
 3. Start ``bentoml serve`` for the release on a private port, in its own process group
    (:mod:`_process`; its launcher first imports the model into BentoML's store under
    ``.crispml/bentoml``).
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crispml import CrispmlError, ResolvedModel, UsageError, atomic_write_json
+from crispml import CrispmlError, ExitCode, ResolvedModel, UsageError, atomic_write_json
 from crispml_bentoml import _state
 from crispml_bentoml._process import probe_host, start_backend, stop_backend, wait_ready
 from crispml_bentoml._release import model_record, prepare_release
@@ -144,7 +145,19 @@ def deploy(
         ):
             return Outcome(record=current, model=model, changed=False)
 
-        prepared = prepare_release(project, settings, resolved)
+        try:
+            prepared = prepare_release(project, settings, resolved)
+        except CrispmlError as exc:
+            if exc.exit_code != ExitCode.REJECTED:
+                raise
+            # A check before any server starts said no (a feature store: a feature the version
+            # was trained on is gone): rejected like a failed smoke test, nothing switched.
+            why = str(exc)
+            if current is not None:
+                current["last_rejected"] = {"model": model, "at": now(), "why": why}
+                _state.write_record(project, settings.name, current)
+            rejection = f"deployment '{settings.name}' not switched to {model['name']}/{model['version']}: {why}"
+            return Outcome(record=current, model=model, rejection=rejection)
         release, spec = prepared.release, prepared.spec
         model = {**model, "bento_tag": spec["bento_tag"]}
         try:

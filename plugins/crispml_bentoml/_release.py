@@ -187,7 +187,9 @@ def _features(
 
     assert resolved.serving is not None
     try:
-        features = serving_features(resolved.serving, project)
+        # ``model``: the version's label, for the store plugin's messages ("changed since churn/3
+        # was trained"); an error whose exit code is REJECTED is the deploy's verdict (_deploy).
+        features = serving_features({**resolved.serving, "model": resolved.label}, project)
     except UsageError as exc:  # e.g. a feature removed since training: name the version
         raise UsageError(f"{resolved.label}: {exc}") from None
     folder = release / FEATURES_DIR

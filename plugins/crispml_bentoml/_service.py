@@ -424,6 +424,8 @@ class Predictor:
             features, missing = self.resolver.fetch(rows)
         except ValueError as exc:  # a key of the wrong type or range: the caller's to fix
             raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        except Exception as exc:  # the feature store is down: the server's fault, said plainly
+            raise bentoml.exceptions.ServiceUnavailable(f"feature store: {exc}") from None
         if missing and self.resolver.on_missing != "null":
             raise bentoml.exceptions.InvalidArgument(self.resolver.describe_missing(rows, missing))
         fetched = [{k: _plain(v) for k, v in r.items()} for r in features.to_dict(orient="records")]

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from crispml import Dataset, RunContext
@@ -79,8 +80,9 @@ def entity_frame(options: LoadOptions) -> pd.DataFrame:
         raise ValueError(f"{options.entities.name} has no rows: nothing to join features onto")
     times = event_times(frame[options.timestamp_column], options.timestamp_column)
     frame = frame.rename(columns={options.timestamp_column: TIMESTAMP})
-    frame[TIMESTAMP] = times.to_numpy()
-    frame[TIMESTAMP] = frame[TIMESTAMP].astype("datetime64[us, UTC]")
+    # The array itself: ``to_numpy()`` of tz-aware times is an object array of Timestamps,
+    # seconds per million rows (measured: bench_feast.py).
+    frame[TIMESTAMP] = times.array
     return frame
 
 
@@ -100,13 +102,19 @@ def historical(store: Any, service: Any, entities: pd.DataFrame, filter_by_creat
             entity_df=entities, features=service, filter_by_created_timestamp=filter_by_created_timestamp
         )
         joined = job.to_df()
-    if len(joined) != len(entities) or set(joined[_ROW]) != set(range(len(entities))):
+    rows = joined.pop(_ROW).to_numpy()  # in place: no copy of the feature columns
+    order = np.argsort(rows, kind="stable")
+    if len(joined) != len(entities) or not np.array_equal(rows[order], np.arange(len(entities))):
         raise RuntimeError(
             f"the offline store returned {len(joined)} rows for {len(entities)} entity rows: "
             "labels would no longer match their rows"
         )
-    joined = joined.sort_values(_ROW, kind="stable").drop(columns=[_ROW]).reset_index(drop=True)
-    joined[TIMESTAMP] = joined[TIMESTAMP].astype("datetime64[us, UTC]")
+    # Vectorised (one take, no set of a million ints): the load stage stays within a few
+    # percent of Feast's own join (bench_feast.py).
+    joined = joined.take(order)
+    joined.index = pd.RangeIndex(len(joined))
+    if joined[TIMESTAMP].dtype != "datetime64[us, UTC]":
+        joined[TIMESTAMP] = joined[TIMESTAMP].astype("datetime64[us, UTC]")
     return joined
 
 
@@ -123,7 +131,7 @@ def load_dataset(options: LoadOptions, context: RunContext) -> Dataset:
     without = int(frame[present].isna().all(axis=1).sum()) if present else len(frame)
     share = without / len(frame)
     keys = definitions.join_keys(service)
-    serving = spec_for(options, spec.project, service, store, key_types(frame, keys))
+    serving = spec_for(options, spec.project, service, store, key_types(frame, keys), redact=context.secrets)
     return Dataset(
         frame=frame,
         target=options.target,

@@ -13,28 +13,65 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from crispml import ServingFeatures, UsageError
+from crispml import CrispmlError, ExitCode, ServingFeatures, UsageError
 from crispml_feast._definitions import load_definitions
 from crispml_feast._store import check_reachable, open_store, quiet, store_spec
+from crispml_feast.resolver import ENV_REFERENCE, StoreUnavailable, expand_env
 
 RESOLVER_MODULE = "crispml_feast_resolver"
 _SECRET = re.compile(r"(password|passwd|token|secret)=[^,]*", re.IGNORECASE)
 
 
-def _without_secrets(online_store: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The online store's settings safe to record with a model: no password in them."""
+def _without_secrets(
+    online_store: dict[str, Any] | None, redact: Callable[[Any], Any] | None = None
+) -> dict[str, Any] | None:
+    """The online store's settings safe to record with a model: no password in them.
+
+    ``redact`` (the run's ``context.secrets``) turns values read from ``${env:NAME}`` back into
+    their references, which are kept: the serving process reads the environment again. A
+    password written literally in the recipe is dropped (the served model then has none).
+    """
     if online_store is None:
         return None
+    if redact is not None:
+        online_store = redact(online_store)
     out: dict[str, Any] = {}
     for key, value in online_store.items():
-        if re.search("password|token|secret", key, re.IGNORECASE):
+        if re.search("password|token|secret", key, re.IGNORECASE) and not _is_reference(value):
             continue
-        out[key] = _SECRET.sub("", value).replace(",,", ",").strip(",") if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = _SECRET.sub(_keep_references, value).replace(",,", ",").strip(",")
+        out[key] = value
     return out
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and ENV_REFERENCE.fullmatch(value) is not None
+
+
+def _keep_references(match: re.Match[str]) -> str:
+    value = match.group(0).partition("=")[2]
+    return match.group(0) if _is_reference(value) else ""
+
+
+class NotServable(CrispmlError):
+    """The model version cannot be served as trained: the registry no longer has a feature it
+    was trained on (or not with its type), or the online store does not answer.
+
+    Not the user's typo but the deploy check's verdict on this model version: its exit code is
+    ``ExitCode.REJECTED``, which a serving plugin turns into a rejected deploy (the
+    running deployment keeps serving) rather than a failure."""
+
+    exit_code = ExitCode.REJECTED
+
+
+def _has_reference(value: Any) -> bool:
+    return isinstance(value, str) and ENV_REFERENCE.search(value) is not None
 
 
 def _dtype(view: Any, feature: str) -> str | None:
@@ -42,8 +79,15 @@ def _dtype(view: Any, feature: str) -> str | None:
     return None if field is None else str(field.dtype)
 
 
-def spec_for(options: Any, project: str, service: Any, store: Any, keys: dict[str, str]) -> dict[str, Any]:
-    """The serving spec of a dataset built from ``service``."""
+def spec_for(
+    options: Any,
+    project: str,
+    service: Any,
+    store: Any,
+    keys: dict[str, str],
+    redact: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
+    """The serving spec of a dataset built from ``service`` (``redact``: see _without_secrets)."""
     refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
     with quiet():
         views = {v.name: v for v in store.list_feature_views()}
@@ -65,7 +109,7 @@ def spec_for(options: Any, project: str, service: Any, store: Any, keys: dict[st
         "keys": keys,
         "repo": str(Path(options.repo).resolve()),
         "project": project,
-        "online_store": _without_secrets(options.online_store),
+        "online_store": _without_secrets(options.online_store, redact),
         "on_missing": options.on_missing,
     }
 
@@ -104,18 +148,32 @@ def serving_features(spec: dict[str, Any], project_dir: Path) -> ServingFeatures
     if not repo.is_dir():
         raise UsageError(f"the model's features come from the Feast repository {repo}, which is not there")
     definitions = load_definitions(repo)
-    store_settings = store_spec(repo, project_dir, project=spec.get("project"), online_store=spec.get("online_store"))
-    check_reachable(store_settings)
+    recorded = spec.get("online_store")
+    try:
+        online_store = None if recorded is None else expand_env(recorded)
+    except StoreUnavailable as exc:  # an ${env:NAME} the deploying process lacks
+        raise UsageError(f"the model's {exc}: set it where crispml deploys and where the model is served") from None
+    store_settings = store_spec(repo, project_dir, project=spec.get("project"), online_store=online_store)
+    try:
+        check_reachable(store_settings)
+    except CrispmlError as exc:  # nothing could be served: the deploy check says no
+        raise NotServable(str(exc)) from None
     store = open_store(store_settings, definitions)
     changed = changes(spec, store)
     if changed:
-        raise UsageError(
-            f"feature service {spec.get('feature_service')} changed since the model was trained: {'; '.join(changed)}"
+        # ``model``: the version's label (``churn/3``) a serving plugin may add for this message.
+        trained = spec.get("model") or "the model"
+        raise NotServable(
+            f"feature service {spec.get('feature_service')} changed since {trained} was trained: {'; '.join(changed)}"
         )
     config = store_settings.config
     online = config.online_store.model_dump(mode="json", exclude_none=True)
-    if spec.get("online_store") is None and online.get("type") == "sqlite":
+    if recorded is None and online.get("type") == "sqlite":
         online["path"] = str(Path(online["path"]).resolve())
+    if recorded is not None and any(_has_reference(v) for v in recorded.values()):
+        # Shipped as recorded: the resolver reads ${env:NAME} in the serving process, so the
+        # secret is in no file of the release or the bento.
+        online = dict(recorded)
     repo_config = {
         "project": config.project,
         "provider": "local",

@@ -29,13 +29,12 @@ from typing import Any
 
 from crispml import CrispmlError, atomic_write_json, file_lock
 from crispml_feast._definitions import Definitions
+from crispml_feast.resolver import with_timeouts  # the served resolver bounds Redis the same way
 
 log = logging.getLogger("crispml.feast")
 
 STATE_DIR = Path(".crispml") / "feast"
 YAML = "feature_store.yaml"
-# Unreachable Redis must fail within seconds, not hang on the OS's connect timeout.
-REDIS_TIMEOUTS = {"socket_connect_timeout": "3", "socket_timeout": "3"}
 
 
 def default_project(repo: Path) -> str:
@@ -60,16 +59,6 @@ class StoreSpec:
     @property
     def project(self) -> str:
         return str(self.config.project)
-
-
-def with_timeouts(online_store: dict[str, Any]) -> dict[str, Any]:
-    """A Redis online store whose connection string bounds connecting and reading."""
-    if online_store.get("type") != "redis":
-        return online_store
-    parts = str(online_store.get("connection_string", "localhost:6379")).split(",")
-    given = {p.split("=", 1)[0] for p in parts if "=" in p}
-    parts += [f"{k}={v}" for k, v in REDIS_TIMEOUTS.items() if k not in given]
-    return {**online_store, "connection_string": ",".join(parts)}
 
 
 def store_spec(

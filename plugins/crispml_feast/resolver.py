@@ -15,12 +15,62 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 CONFIG = "feast_serving.json"
 REGISTRY = "registry.db"
+
+REDIS_TIMEOUTS = {"socket_connect_timeout": "3", "socket_timeout": "3"}
+"""Seconds a Redis online store may take to connect and to answer (unless the connection
+string says otherwise): an unreachable store is an error in seconds, never a hang."""
+
+ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class StoreUnavailable(RuntimeError):
+    """The online store did not answer (or refused): the server's fault, not the client's."""
+
+
+def expand_env(online_store: dict[str, Any], environ: Any = None) -> dict[str, Any]:
+    """``online_store`` with each ``${env:NAME}`` replaced by the environment's value.
+
+    A secret (a Redis password) stays a reference in everything written down — the model's
+    metadata, the release, the bento — and is read from the serving process's environment.
+    """
+    environ = os.environ if environ is None else environ
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise KeyError(name)
+        return str(environ[name])
+
+    out: dict[str, Any] = {}
+    for key, item in online_store.items():
+        if isinstance(item, str):
+            try:
+                item = ENV_REFERENCE.sub(value, item)
+            except KeyError as missing:
+                raise StoreUnavailable(
+                    f"online_store.{key} refers to ${{env:{missing.args[0]}}}, which is not set in this environment"
+                ) from None
+        out[key] = item
+    return out
+
+
+def with_timeouts(online_store: dict[str, Any]) -> dict[str, Any]:
+    """A Redis online store whose connection string bounds connecting and reading."""
+    if online_store.get("type") != "redis":
+        return online_store
+    parts = str(online_store.get("connection_string", "localhost:6379")).split(",")
+    given = {p.split("=", 1)[0] for p in parts if "=" in p}
+    parts += [f"{k}={v}" for k, v in REDIS_TIMEOUTS.items() if k not in given]
+    return {**online_store, "connection_string": ",".join(parts)}
+
 
 _INTEGER = {"int32", "int64"}
 _FLOAT = {"float", "float32", "float64", "double"}
@@ -68,8 +118,12 @@ class Resolver:
         self.ttl: dict[str, float | None] = dict(spec.get("ttl_seconds") or {})
         self.view_of = {ref.split(":", 1)[1]: ref.split(":", 1)[0] for ref in self.feature_refs}
         config = dict(spec["repo_config"])
+        config["online_store"] = with_timeouts(expand_env(config["online_store"]))
+        self.where = _where(config["online_store"])
         config["registry"] = RegistryConfig(registry_type="file", path=str(folder / REGISTRY), cache_ttl_seconds=0)
         self.store = FeatureStore(config=RepoConfig(repo_path=folder, **config), repo_path=str(folder))
+        if config["online_store"].get("type") == "redis":
+            _retry_once(self.store)
 
     def entity_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The key fields of each request row, checked and typed."""
@@ -94,9 +148,16 @@ class Resolver:
         entity_rows = self.entity_rows(rows)
         if not entity_rows:
             return pd.DataFrame(columns=self.provides), []
-        response = self.store.get_online_features(features=self.feature_refs, entity_rows=entity_rows)
+        try:
+            response = self.store.get_online_features(features=self.feature_refs, entity_rows=entity_rows)
+        except ValueError:  # keys Feast refuses: the request's fault (HTTP 400)
+            raise
+        except Exception as exc:  # redis.ConnectionError, TimeoutError, …: not the request's fault
+            text = " ".join(str(exc).split())[:200]
+            raise StoreUnavailable(f"online store {self.where} unavailable: {type(exc).__name__}: {text}") from None
         names = list(response.proto.metadata.feature_names.val)
         data = response.to_dict()
+        present, null_value, outside = FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.OUTSIDE_MAX_AGE
         now = time.time()
         columns: dict[str, list[Any]] = {}
         found = [False] * len(entity_rows)
@@ -104,19 +165,22 @@ class Resolver:
             if name not in self.provides:
                 continue  # the entity keys echoed back
             ttl = self.ttl.get(self.view_of.get(name, ""))
-            stamps = list(result.event_timestamps)
+            # Read once per feature, as plain floats and ints: protobuf access per value is slow.
+            times = [t.seconds + t.nanos / 1e9 for t in result.event_timestamps]
+            statuses = list(result.statuses)
+            oldest = None if ttl is None else now - ttl
             cleaned = []
-            for i, (value, status) in enumerate(zip(data[name], result.statuses, strict=True)):
-                known = status in (FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.OUTSIDE_MAX_AGE)
-                found[i] = found[i] or known
-                stale = status == FieldStatus.OUTSIDE_MAX_AGE or (
-                    ttl is not None
-                    and i < len(stamps)
-                    and stamps[i].seconds > 0
-                    and now - (stamps[i].seconds + stamps[i].nanos / 1e9) > ttl
-                )
-                # Stale: null, as the point-in-time join made it at training.
-                cleaned.append(value if status == FieldStatus.PRESENT and not stale else None)
+            for i, (value, status) in enumerate(zip(data[name], statuses, strict=True)):
+                when = times[i] if i < len(times) else 0.0
+                # Redis answers an unknown key with PRESENT empty values and no timestamp
+                # (Feast 0.67): a value without its row's event time was never materialized.
+                stamped = not times or when > 0
+                known = status == outside or (stamped and status in (present, null_value))
+                if known:
+                    found[i] = True
+                # Stale (older than the view's ttl): null, as the point-in-time join made it.
+                stale = status == outside or (oldest is not None and 0 < when < oldest)
+                cleaned.append(value if known and status == present and not stale else None)
             columns[name] = cleaned
         frame = pd.DataFrame({name: columns.get(name, [None] * len(entity_rows)) for name in self.provides})
         missing = [i for i, ok in enumerate(found) if not ok]
@@ -129,3 +193,25 @@ class Resolver:
             shown.append(", ".join(f"{k}={rows[i].get(k)!r}".replace("'", "") for k in self.keys))
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         return f"no online features for {'; '.join(shown)}{more} (not materialized?)"
+
+
+def _where(online_store: dict[str, Any]) -> str:
+    """The store for messages: its type and, for Redis, host:port (never the rest: a password)."""
+    kind = str(online_store.get("type", "?"))
+    if kind == "redis":
+        return f"redis at {str(online_store.get('connection_string', '')).split(',')[0]}"
+    return kind
+
+
+def _retry_once(store: Any) -> None:
+    """Redis: one retry without backoff instead of redis-py's default (three, with up to 10 s of
+    backoff each), so a request to a silent store fails within about twice the socket timeout."""
+    try:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        online = store._get_provider().online_store
+        client = online._get_client(store.config.online_store)
+        client.set_retry(Retry(NoBackoff(), 1))
+    except Exception:  # another Feast or redis-py: the timeouts still bound each attempt
+        return

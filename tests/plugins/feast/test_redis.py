@@ -134,3 +134,7 @@ def test_the_shipped_resolver_reads_redis_like_the_join(
     assert missing == []
     assert frame["minutes"].tolist() == want["minutes"].tolist()
     assert frame["calls"].tolist() == want["calls"].tolist()
+    # Redis answers an unknown key with empty PRESENT values: still reported missing (HTTP 400).
+    frame, missing = resolver.fetch([{"customer_id": 1}, {"customer_id": 99999}])
+    assert missing == [1]
+    assert frame["minutes"].isna().tolist() == [False, True]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from test_materialize import _store, historical_at
 
-from crispml import UsageError, run, serving_features
+from crispml import CrispmlError, ExitCode, run, serving_features
 
 from conftest import CUSTOMERS, FeatureRepo
 
@@ -139,5 +139,8 @@ def test_a_feature_removed_or_retyped_since_training_refuses_serving(
     else:
         text = text.replace('Field(name="minutes", dtype=Float64)', 'Field(name="minutes", dtype=Int64)')
     (feature_repo.folder / "defs.py").write_text(text)
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(CrispmlError, match=message) as caught:
         serving_features(spec, feature_repo.project)
+    assert caught.value.exit_code == ExitCode.REJECTED  # the deploy's verdict, not bad input
+    with pytest.raises(CrispmlError, match="changed since churn/3 was trained"):
+        serving_features({**spec, "model": "churn/3"}, feature_repo.project)

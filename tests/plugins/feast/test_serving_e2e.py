@@ -184,3 +184,52 @@ def test_a_built_bento_ships_the_resolver_and_its_pinned_feast(served: Served) -
     assert shipped == {"crispml_feast_resolver.py", "feast_serving.json", "registry.db"}, sorted(bentos.rglob("*"))
     requirements = next(bentos.rglob("env/python/requirements.txt")).read_text()
     assert "feast==" in requirements
+
+
+def test_a_feature_removed_since_training_rejects_the_deploy_and_the_old_version_keeps_serving(
+    served: Served,
+) -> None:
+    """Last in the module: it registers a second version and edits the definitions (restored)."""
+    from crispml import deployment
+
+    repo = served.repo
+    env = {**os.environ, "CRISPML_PROJECT": str(repo.project), "COLUMNS": "200"}
+    recipe = repo.write_recipe(
+        name="recipe_v2.yaml",
+        steps={
+            "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 2}},
+            "register": {"use": "mlflow", "model_name": "churn_keys"},
+        },
+    )
+    proc = subprocess.run(
+        [CRISPML, "run", str(recipe)], cwd=repo.project, capture_output=True, text=True, timeout=900, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    before = deployment("churn-keys", repo.project)
+    assert before is not None and before.model.endswith("/1"), before
+    status, answer_before = post(f"{served.url}/predict", {"records": [{"customer_id": 7}]})
+    assert status == 200, answer_before
+
+    defs = repo.folder / "defs.py"
+    original = defs.read_text()
+    defs.write_text(original.replace(', Field(name="calls", dtype=Int64)', ""))
+    try:
+        proc = subprocess.run(
+            [CRISPML, "deploy", "churn_keys/2", "--name", "churn-keys"],
+            cwd=repo.project,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+    finally:
+        defs.write_text(original)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out  # rejected, not failed
+    assert "rejected" in out
+    assert "feature service churn_v1 changed since churn_keys/2 was trained: calls removed" in out
+    assert "Traceback" not in out
+    after = deployment("churn-keys", repo.project)
+    assert after is not None and (after.model, after.url, after.pid) == (before.model, before.url, before.pid)
+    status, answer_after = post(f"{served.url}/predict", {"records": [{"customer_id": 7}]})
+    assert status == 200 and answer_after == answer_before
