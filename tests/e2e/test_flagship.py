@@ -178,7 +178,9 @@ def _cli(project: Path, home: Path, *args: str) -> str:
 def test_a_failing_step_is_one_line_and_stops_the_demo(tmp_path: Path) -> None:
     project = _copy(tmp_path)
     recipe = project / "recipe.yaml"
-    recipe.write_text(recipe.read_text().replace("max_depth: 6", "max_depth: deep"))
+    text = recipe.read_text()
+    assert "n_estimators: 100" in text
+    recipe.write_text(text.replace("n_estimators: 100", "n_estimators: many"))
     port = _free_port()
     done = subprocess.run(
         [PYTHON, "demo.py", "--port", str(port), "--prefect-port", str(_free_port())],
@@ -192,6 +194,6 @@ def test_a_failing_step_is_one_line_and_stops_the_demo(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         f"demo failed: `crispml run recipe.yaml --set deploy.port={port}` exited 2; everything it started is stopped"
     )
-    assert "max_depth" in done.stdout + done.stderr  # the command's own error, shown
+    assert "n_estimators" in done.stdout + done.stderr  # the command's own error, shown
     assert "$ crispml undeploy churn" in done.stdout and "2. ask the served model" not in done.stdout
     assert _ours(project) == [] and _port_free(port)
