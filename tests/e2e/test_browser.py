@@ -1,5 +1,5 @@
-"""Pages people read in a browser, opened in a real one: the quickstart's validation report and
-the built docs site (its index and a plugin page), in headless Chromium (Debian's `chromium`,
+"""Pages people read in a browser, opened in a real one: the quickstart's validation report, a
+monitor's drift report and the built docs site (its index and a plugin page), in headless Chromium (Debian's `chromium`,
 driven by Playwright through `executable_path`). A console error, a failed request or a missing
 asset fails the test; each page's screenshot is saved in the test's temp folder.
 
@@ -142,3 +142,31 @@ def test_the_docs_site(browser: Any, served: Any, tmp_path: Path) -> None:
     assert "Three ways to drive crispml" in nav and "Ready-made recipes" in nav
     plugin = _open(browser, f"{base}/plugins/mlflow/", tmp_path / "mlflow.png")
     assert "mlflow" in plugin.inner_text("article").lower()
+
+
+def test_a_drift_report(browser: Any, served: Any, tmp_path: Path) -> None:
+    """The monitor's ``drift.html`` (Evidently's report, written by the evidently plugin's drift
+    engine) on the quickstart's data against a shifted copy: it must render offline — no asset
+    from a CDN, no script error — and name the columns it compared."""
+    import pandas as pd
+
+    from crispml_evidently._drift import DriftSettings, column_types, detect
+
+    data = pd.read_csv(REPO / "examples" / "quickstart" / "data" / "churn.csv")
+    features = [c for c in data.columns if c not in ("churned", "customer_id")]
+    reference, current = data.iloc[: len(data) // 2].copy(), data.iloc[len(data) // 2 :].copy()
+    current["tenure_months"] = current["tenure_months"] * 3
+    numerical, categorical = column_types(reference, features)
+    doc = detect(
+        reference[features],
+        current[features],
+        numerical=numerical,
+        categorical=categorical,
+        settings=DriftSettings(),
+        out_dir=tmp_path / "report",
+    )
+    assert doc["columns"]["tenure_months"]["drifted"] is True
+    base = served(tmp_path / "report")
+    page = _open(browser, f"{base}/drift.html", tmp_path / "drift.png")
+    text = page.inner_text("body")
+    assert "tenure_months" in text and "monthly_charges" in text
