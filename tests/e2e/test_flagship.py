@@ -92,7 +92,8 @@ def test_the_demo_end_to_end(tmp_path: Path) -> None:
         # Two versions, churn/2 champion; it was served after the retrain (the header said so).
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=f"sqlite:///{project / '.crispml' / 'mlflow.db'}")
+        store = f"sqlite:///{project / '.crispml' / 'mlflow.db'}"
+        client = MlflowClient(tracking_uri=store, registry_uri=store)
         versions = sorted(int(v.version) for v in client.search_model_versions("name='churn'"))
         assert versions == [1, 2]
         assert str(client.get_model_version_by_alias("churn", "champion").version) == "2"

@@ -142,7 +142,8 @@ def test_drift_retrains_and_only_a_better_model_is_served(served: Path) -> None:
     # Tracked like any run: the drift metrics are in MLflow, so their trend shows in its UI.
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{served / '.crispml' / 'mlflow.db'}")
+    store = f"sqlite:///{served / '.crispml' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     tracked = client.get_run(quiet_run["links"]["mlflow_run_id"]).data.metrics
     assert tracked["monitor.current_rows"] == 400 and tracked["monitor.drifted_columns"] == 0
     assert "monitor.drift_share" in tracked

@@ -69,8 +69,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert spec is not None and spec.origin is not None
     folder = tmp_path_factory.mktemp("prefect-api")
     # Whatever imports Prefect in this process first (a client, a run) finds its home here, not
-    # in ~/.prefect; the runner points each run at its project's own .crispml/prefect.
-    os.environ.setdefault("PREFECT_HOME", str(folder / "client"))
+    # in ~/.prefect; the runner points each run at its project's own .crispml/prefect. Set, not
+    # defaulted: an earlier test in this process (a feast check, say) left PREFECT_HOME naming
+    # its own project's .crispml/prefect (the core's environment, by design), which may not exist.
+    os.environ["PREFECT_HOME"] = str(folder / "client")
     port = free_port()
     log = folder / "server.log"
     env = {
