@@ -69,22 +69,15 @@ def fluent(uri: str) -> Iterator[ModuleType]:
     """MLflow's fluent API pointed at ``uri`` for the duration (``log_model`` and
     ``pyfunc.load_model`` read the global URIs). ``set_tracking_uri`` also exports
     ``MLFLOW_TRACKING_URI``: the environment is restored after, so that it never leaks into
-    the next run's choice of store — and so are MLflow's global URIs, so that the process's own
-    MLflow (a notebook's ``MlflowClient()``) is not left pointing at the last run's store."""
+    the next run's choice of store."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     with FLUENT_LOCK:
         module = mlflow()
-        from mlflow.tracking._model_registry import utils as registry_utils
-        from mlflow.tracking._tracking_service import utils as tracking_utils
-
-        previous = (tracking_utils._tracking_uri, registry_utils._registry_uri)
         try:
             module.set_tracking_uri(uri)
             module.set_registry_uri(uri)
             yield module
         finally:
-            module.set_tracking_uri(previous[0])
-            registry_utils._registry_uri = previous[1]
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
