@@ -31,7 +31,7 @@ from typing import Any
 
 from crispml import CrispmlError, ExitCode, ResolvedModel, UsageError, atomic_write_json
 from crispml_bentoml import _state
-from crispml_bentoml._process import probe_host, start_backend, stop_backend, wait_ready
+from crispml_bentoml._process import WarmLauncher, probe_host, start_backend, stop_backend, wait_ready
 from crispml_bentoml._release import model_record, prepare_release
 from crispml_bentoml._smoke import smoke
 from crispml_bentoml._switch import drain, restore, start_proxy, wait_switched
@@ -99,8 +99,47 @@ def deploy(
     project: Path, settings: Settings, reference: str, resolve: Resolver, *, history_pop: bool = False
 ) -> Outcome:
     """Deploy ``reference`` (resolved by ``resolve``) as ``settings.name``. ``history_pop``: a
-    rollback (the target is the last entry of the history, which it leaves)."""
+    rollback (the target is the last entry of the history, which it leaves).
+
+    When nothing serves the deployment yet, its backend's launcher starts first, so that BentoML's
+    import overlaps the registry's resolve (``_launch``, "Warm start"): nothing answers on the
+    public port until the new server does, so every second of a first deploy is a user's wait. A
+    redeploy, whose old version keeps serving meanwhile, starts its launcher after the resolve
+    (a resolve that finds the version already served then costs no process)."""
     started = time.monotonic()
+    warm = WarmLauncher(project) if _serves_nothing(project, settings.name or _guess_name(reference)) else None
+    try:
+        return _deploy(project, settings, reference, resolve, history_pop, started, warm)
+    finally:
+        if warm is not None:
+            warm.discard()  # unless a backend was started from it (then it is that backend)
+
+
+def _guess_name(reference: str) -> str:
+    """The deployment name a reference will likely get (``default_name`` of its model part), to
+    decide on a warm start before the resolve says; a wrong guess only costs or misses it."""
+    model = reference.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+    return default_name(model) if model else ""
+
+
+def _serves_nothing(project: Path, name: str) -> bool:
+    try:
+        _state.check_name(name)
+    except UsageError:
+        return False  # the deploy will say why; no process for it
+    proxy = (_state.read_record(project, name) or {}).get("proxy") or {}
+    return not _state.ours(proxy.get("pid"), _state.PROXY_MARKER, proxy.get("ident"))
+
+
+def _deploy(
+    project: Path,
+    settings: Settings,
+    reference: str,
+    resolve: Resolver,
+    history_pop: bool,
+    started: float,
+    warm: WarmLauncher | None,
+) -> Outcome:
     resolved = resolve(reference)  # the registry's business, outside this deployment's lock
     if not settings.name:
         settings.name = default_name(resolved.name)
@@ -161,7 +200,7 @@ def deploy(
         release, spec = prepared.release, prepared.spec
         model = {**model, "bento_tag": spec["bento_tag"]}
         try:
-            proc, backend_port = start_backend(project, release, host)
+            proc, backend_port = start_backend(project, release, host, warm)
         except OSError as exc:
             raise CrispmlError(f"deployment '{settings.name}': cannot start the new server: {exc}") from None
         backend_ident = _state.identity(proc.pid)

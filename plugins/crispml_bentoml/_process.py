@@ -7,6 +7,7 @@ stopping the group stops BentoML's workers too (``_state.stop_group``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,9 +39,16 @@ def probe_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def start_backend(project: Path, release: Path, host: str) -> tuple[subprocess.Popen[bytes], int]:
-    """``bentoml serve`` for ``release`` on a free private port (via ``_launch``)."""
+def start_backend(
+    project: Path, release: Path, host: str, warm: WarmLauncher | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``bentoml serve`` for ``release`` on a free private port (via ``_launch``): in ``warm``,
+    the launcher started before the resolve, when there is one, else in a new process."""
     port = _state.free_port(host if host != "0.0.0.0" else "127.0.0.1")
+    if warm is not None:
+        proc = warm.adopt(release, host, port)
+        if proc is not None:
+            return proc, port
     with (release / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "crispml_bentoml._launch", str(release), host, str(port)],
@@ -52,6 +60,52 @@ def start_backend(project: Path, release: Path, host: str) -> tuple[subprocess.P
             start_new_session=True,
         )
     return proc, port
+
+
+class WarmLauncher:
+    """A backend launcher started before the model is resolved: it imports BentoML and what the
+    service needs while the registry plugin resolves (``_launch``, "Warm start"), then serves
+    the release it is given. Whoever starts one ends it: :meth:`adopt` hands it a release (it
+    is then a backend like any other), :meth:`discard` lets it exit."""
+
+    def __init__(self, project: Path) -> None:
+        where = _state.deployments_dir(project)
+        where.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "crispml_bentoml._launch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=backend_env(project),
+            cwd=where,
+            start_new_session=True,
+        )
+
+    def adopt(self, release: Path, host: str, port: int) -> subprocess.Popen[bytes] | None:
+        """The launcher, now serving ``release``; ``None`` if it is gone (then start another)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.stdin is None or proc.poll() is not None:
+            return None
+        try:
+            proc.stdin.write(f"{release} {host} {port}\n".encode())
+            proc.stdin.close()
+        except OSError:  # it died meanwhile
+            _state.stop_group(proc.pid)
+            return None
+        return proc
+
+    def discard(self) -> None:
+        """End an unadopted launcher: an empty line, then its process group if it lingers."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            _state.stop_group(proc.pid)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float, log: Path) -> str | None:

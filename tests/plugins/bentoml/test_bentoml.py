@@ -812,6 +812,107 @@ def test_unknown_model_version_is_a_clear_error(served: Served, reference: str, 
     assert record(served) == before
 
 
+def warm_launchers(project: Path) -> list[int]:
+    """Launchers started before a resolve, still waiting for their release (``_launch``)."""
+    where = str(project / ".crispml" / "deployments")
+    out = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.cmdline()[-2:] == ["-m", "crispml_bentoml._launch"] and proc.cwd() == where:
+                out.append(proc.pid)
+        except (psutil.Error, OSError, IndexError):
+            continue
+    return out
+
+
+def test_a_first_deploy_starts_its_backend_while_the_model_is_resolved(served: Served) -> None:
+    """The launcher of a first deploy is up before the release exists (the release is made from
+    the resolved model), and it is the process that then serves: BentoML's import overlapped the
+    registry's."""
+    serving(served)
+    port = free_port()
+    releases = served.project / ".crispml" / "deployments" / "early" / "releases"
+    seen: dict[int, bool] = {}
+    done_event = threading.Event()
+
+    def watch() -> None:
+        while not done_event.is_set():
+            for pid in warm_launchers(served.project):
+                seen.setdefault(pid, not releases.exists() or not any(releases.iterdir()))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        done = served.cli("deploy", "churn/1", "--name", "early", "--port", str(port), "--workers", "1")
+    finally:
+        done_event.set()
+        watcher.join()
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        rec = record(served, "early")
+        assert list(seen) == [rec["backend"]["pid"]], (seen, rec["backend"])
+        assert seen[rec["backend"]["pid"]] is True  # seen waiting before the release was made
+        assert predict(f"http://127.0.0.1:{port}")[0] == 200
+        # A redeploy (the old version serves meanwhile) resolves first: no early launcher.
+        seen.clear()
+        done_event.clear()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            again = served.cli("deploy", "churn/2", "--name", "early")
+        finally:
+            done_event.set()
+            watcher.join()
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert seen == {}
+    finally:
+        served.cli("undeploy", "early")
+
+
+def test_a_deploy_that_fails_before_its_release_leaves_no_launcher(served: Served) -> None:
+    serving(served)
+    done = served.cli("deploy", "churn/99", "--name", "never", "--port", str(free_port()))
+    assert done.returncode == 2 and "has no version 99" in done.stderr
+    assert warm_launchers(served.project) == []
+    assert not (served.project / ".crispml" / "deployments" / "never" / "deployment.json").exists()
+
+
+def test_a_deploy_killed_while_resolving_leaves_no_launcher(served: Served) -> None:
+    """``kill -9`` of the deploying process while its launcher waits: the launcher's input closes
+    with its parent, and it exits instead of waiting forever."""
+    serving(served)
+    env = {**os.environ, "CRISPML_PROJECT": str(served.project), "HOME": str(served.home)}
+    deploying = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "crispml"),
+            "deploy",
+            "churn/1",
+            "--name",
+            "killed",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=served.project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    launchers: list[int] = []
+    while not launchers and time.monotonic() < deadline and deploying.poll() is None:
+        launchers = warm_launchers(served.project)
+        time.sleep(0.01)
+    deploying.kill()
+    deploying.wait()
+    assert launchers, "no launcher was seen while the deploy resolved"
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in launchers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in launchers)
+    assert not (served.project / ".crispml" / "deployments" / "killed" / "deployment.json").exists()
+
+
 def test_moving_a_live_deployment_to_another_port_is_refused(served: Served) -> None:
     serving(served)
     done = served.cli("deploy", "churn/2", "--name", "churn", "--port", str(free_port()))
