@@ -7,6 +7,7 @@ The champion comes through the core (``context.session.resolve_model`` then
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,36 @@ _PYPLOT = threading.Lock()
 """pyplot's figure registry is global: candidates evaluated in threads side by side take turns."""
 
 
+class Predictions:
+    """A fitted estimator whose ``predict``/``predict_proba``/``decision_function`` on one ``X``
+    run once, however many scorers and plots ask: three metrics and two plots made five passes
+    through the pipeline's transforms, the evaluate stage's largest cost on a big test split
+    (docs/performance.md). Everything else is the estimator's own attribute; any other ``X`` is
+    predicted afresh."""
+
+    _CACHED = ("predict", "predict_proba", "decision_function")
+
+    def __init__(self, estimator: Any, X: Any) -> None:
+        self._estimator = estimator
+        self._X = X
+        self._answers: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._estimator, name)
+        if name not in self._CACHED or not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)  # scikit-learn reads the method's __name__
+        def once(X: Any, *args: Any, **kwargs: Any) -> Any:
+            if X is not self._X or args or kwargs:
+                return attribute(X, *args, **kwargs)
+            if name not in self._answers:
+                self._answers[name] = attribute(X)
+            return self._answers[name]
+
+        return once
+
+
 def evaluate(
     options: EvaluateOptions, model: TrainedModel, dataset: Dataset, out: Path, context: RunContext | None = None
 ) -> Evaluation:
@@ -29,13 +60,14 @@ def evaluate(
     if len(frame) == 0:
         raise ValueError(f"the {options.split} split is empty: set the recipe's split")
     X, y = frame[model.feature_columns], frame[model.target]
-    metrics = {name: float(get_scorer(name)(model.model, X, y)) for name in options.metrics}
+    memo = Predictions(model.model, X)
+    metrics = {name: float(get_scorer(name)(memo, X, y)) for name in options.metrics}
     if options.baseline == "champion" and context is not None:
         metrics |= champion_metrics(options, frame, y, context)
     artifacts: list[str] = []
     if options.plots and model.task == "classification":
         with _PYPLOT:
-            artifacts = _plots(model.model, X, y, out)
+            artifacts = _plots(memo, X, y, out)
     return Evaluation(metrics=metrics, artifacts=artifacts, split=options.split, rows=len(frame))
 
 
@@ -77,8 +109,9 @@ def champion_metrics(options: EvaluateOptions, frame: Any, y: Any, context: RunC
         log.warning("baseline: champion %s not scored: the evaluated data %s", resolved.label, what)
         return {}
     X = frame[columns]
+    memo = Predictions(raw, X)
     try:
-        out = {f"champion_{m}": float(get_scorer(m)(raw, X, y)) for m in options.metrics}
+        out = {f"champion_{m}": float(get_scorer(m)(memo, X, y)) for m in options.metrics}
     except (AttributeError, TypeError, ValueError) as exc:  # e.g. a pyfunc with no predict_proba
         log.warning("baseline: champion %s not scored: %s", resolved.label, " ".join(str(exc).split())[:300])
         return {}
@@ -86,7 +119,7 @@ def champion_metrics(options: EvaluateOptions, frame: Any, y: Any, context: RunC
     return out | {"champion_version": float(resolved.version)}
 
 
-def _plots(estimator: Any, X: Any, y: Any, out: Path) -> list[str]:
+def _plots(estimator: Predictions, X: Any, y: Any, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +136,7 @@ def _plots(estimator: Any, X: Any, y: Any, out: Path) -> list[str]:
     names.append("confusion_matrix.png")
     if hasattr(estimator, "predict_proba") and len(set(y)) == 2:
         fig, ax = plt.subplots(figsize=(4, 4))
-        RocCurveDisplay.from_estimator(estimator, X, y, ax=ax)
+        RocCurveDisplay.from_estimator(estimator, X, y, ax=ax, name=type(estimator._estimator).__name__)
         ax.set_title("ROC curve")
         fig.tight_layout()
         fig.savefig(out / "roc_curve.png", dpi=100)

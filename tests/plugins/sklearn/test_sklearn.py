@@ -48,6 +48,39 @@ def test_classifier_plots_are_png_artifacts_of_the_run(project: Path, churn_csv:
     assert (cached.run_dir / "artifacts" / "evaluate" / "roc_curve.png").is_file()  # carried into the new run
 
 
+def test_evaluate_predicts_once_per_method_for_all_metrics_and_plots(
+    project: Path, churn_csv: Path, tmp_path: Path
+) -> None:
+    """Three metrics and two plots ask the model five times (accuracy and f1 ``predict``, roc_auc
+    ``decision_function``, the plots ``predict`` and ``predict_proba``); each method runs once,
+    and the metrics are exactly what the scorers give on the bare estimator."""
+    from sklearn.metrics import get_scorer
+
+    from crispml_sklearn import EvaluateOptions
+    from crispml_sklearn._evaluate import evaluate
+
+    result = run(_recipe(churn_csv), project=project)
+    model, dataset = result["model"], result["dataset"]
+    pipeline = model.model
+    calls: list[str] = []
+    for method in ("predict", "predict_proba", "decision_function"):
+        bound = getattr(pipeline, method)
+
+        def counted(X: object, _bound: object = bound, _name: str = method, **kwargs: object) -> object:
+            calls.append(_name)
+            return _bound(X, **kwargs)  # type: ignore[operator]
+
+        counted.__name__ = method  # scikit-learn reads it (decision_function vs predict_proba)
+        setattr(pipeline, method, counted)
+    options = EvaluateOptions(metrics=["accuracy", "roc_auc", "f1"], plots=True)
+    evaluation = evaluate(options, model, dataset, tmp_path)
+    assert evaluation.artifacts == ["confusion_matrix.png", "roc_curve.png"]
+    assert sorted(calls) == ["decision_function", "predict", "predict_proba"]
+    X, y = dataset.test_frame[model.feature_columns], dataset.test_frame[model.target]
+    assert evaluation.metrics == {name: float(get_scorer(name)(pipeline, X, y)) for name in options.metrics}
+    assert len(calls) == 3 + 3  # the bare estimator: a call per metric
+
+
 def test_regression_with_another_estimator(project: Path, churn_csv: Path) -> None:
     shutil.copy(churn_csv, project / "c.csv")
     recipe = Recipe(
