@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crispml import CrispmlError, ExitCode, ResolvedModel, UsageError, atomic_write_json
-from crispml_bentoml import _state
+from crispml_bentoml import _state, _tether
 from crispml_bentoml._process import WarmLauncher, probe_host, start_backend, stop_backend, wait_ready
 from crispml_bentoml._release import model_record, prepare_release
 from crispml_bentoml._smoke import smoke
@@ -240,6 +240,10 @@ def _deploy(
                     _state.write_record(project, settings.name, current)
                 return Outcome(record=current, model=model, rejection=rejection, timings=timings)
 
+            # The gate passed: from here the new server (and a new proxy) outlive this process
+            # even if it is killed (_tether); before, they would have died with it.
+            _tether.keep(proc)
+            _tether.keep(new_proxy)
             # The switch: the only step that changes what the public port serves. Until the proxy
             # confirms it, every way out (the `finally` below) puts the previous upstream back.
             if not rewritten:

@@ -15,6 +15,9 @@ registry resolves the model (``_process.WarmLauncher``): the imports overlap the
 answer (docs/performance.md). An empty standard input (the deploy failed before it had a
 release) ends it quietly. Until the line comes its output goes nowhere; then to the release's
 ``server.log``, like a launcher started with arguments.
+
+Either way the deploy keeps its pipe to the launcher's input until the smoke gate has passed
+(``_tether``): a deploy killed before that takes its backend with it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
+
+from crispml_bentoml import _tether
 
 
 def import_model(release: Path) -> str:
@@ -90,7 +95,7 @@ def main(argv: list[str]) -> None:
         release, host, port = Path(argv[0]).resolve(), argv[1], argv[2]
     else:
         warm_up()
-        line = sys.stdin.readline().split()
+        line = sys.stdin.buffer.readline().decode().split()
         if len(line) != 3:
             return  # the deploy ended before it had a release for this process
         release, host, port = Path(line[0]).resolve(), line[1], line[2]
@@ -98,9 +103,7 @@ def main(argv: list[str]) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)  # the deploying process's pipe is closed once it has sent the line
-        os.close(devnull)
+    _tether.watch()  # until the deploy keeps this server, it dies with the deploy
     serve(release, host, port)
 
 

@@ -52,7 +52,7 @@ def start_backend(
     with (release / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "crispml_bentoml._launch", str(release), host, str(port)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # the tether: see _tether
             stdout=log,
             stderr=subprocess.STDOUT,
             env=backend_env(project),
@@ -88,7 +88,7 @@ class WarmLauncher:
             return None
         try:
             proc.stdin.write(f"{release} {host} {port}\n".encode())
-            proc.stdin.close()
+            proc.stdin.flush()  # the pipe stays open: the tether (_tether.keep closes it)
         except OSError:  # it died meanwhile
             _state.stop_group(proc.pid)
             return None

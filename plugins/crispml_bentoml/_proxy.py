@@ -188,6 +188,9 @@ async def _reply(send: Any, status: int, value: dict[str, Any]) -> None:
 def main(argv: list[str]) -> None:
     import uvicorn
 
+    from crispml_bentoml import _tether
+
+    _tether.watch()  # a deploy killed before its switch takes this proxy with it
     state_dir, host, port = Path(argv[0]), argv[1], int(argv[2])
     max_body = int(argv[3]) if len(argv) > 3 else 4 * 1024 * 1024
     app = Proxy(state_dir, max_body)

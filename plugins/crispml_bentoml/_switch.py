@@ -26,7 +26,7 @@ def start_proxy(project: Path, name: str, host: str, port: int, max_body: int) -
     with (folder / "proxy.log").open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "crispml_bentoml._proxy", str(folder), host, str(port), str(max_body)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # the tether: see _tether
             stdout=log,
             stderr=subprocess.STDOUT,
             env=backend_env(project),

@@ -913,6 +913,52 @@ def test_a_deploy_killed_while_resolving_leaves_no_launcher(served: Served) -> N
     assert not (served.project / ".crispml" / "deployments" / "killed" / "deployment.json").exists()
 
 
+def test_a_deploy_killed_before_its_switch_takes_its_servers_with_it(served: Served) -> None:
+    """``kill -9`` of a first deploy while its new backend starts (before the smoke gate): the
+    backend, its workers and the new proxy stop themselves, the public port is free again, and no
+    record names them — a later deploy on that port just works."""
+    serving(served)
+    port = free_port()
+    folder = served.project / ".crispml" / "deployments" / "tethered"
+    env = {**os.environ, "CRISPML_PROJECT": str(served.project), "HOME": str(served.home)}
+    command = [str(Path(sys.executable).parent / "crispml"), "deploy", "churn/1", "--name", "tethered"]
+    deploying = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=served.project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    started: list[int] = []
+    while time.monotonic() < deadline and deploying.poll() is None:
+        releases = sorted((folder / "releases").glob("*")) if (folder / "releases").is_dir() else []
+        started = processes_working_in(releases[-1]) if releases else []
+        if started and processes_naming(f"crispml_bentoml._proxy {folder}"):
+            break
+        time.sleep(0.01)
+    deploying.kill()
+    deploying.wait()
+    assert started, "the new backend was not seen starting"
+    release = sorted((folder / "releases").glob("*"))[-1]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        processes_working_in(release) or processes_naming(f"crispml_bentoml._proxy {folder}")
+    ):
+        time.sleep(0.2)
+    assert processes_working_in(release) == [] and processes_naming(f"crispml_bentoml._proxy {folder}") == []
+    assert not (folder / "deployment.json").exists()
+    with socket.socket() as probe:  # the public port was released
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+    done = served.cli("deploy", "churn/1", "--name", "tethered", "--port", str(port))
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert predict(f"http://127.0.0.1:{port}")[0] == 200
+    finally:
+        served.cli("undeploy", "tethered")
+
+
 def test_moving_a_live_deployment_to_another_port_is_refused(served: Served) -> None:
     serving(served)
     done = served.cli("deploy", "churn/2", "--name", "churn", "--port", str(free_port()))
