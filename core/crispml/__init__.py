@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from crispml.plan import RunPlan
     from crispml.plugins import Plugins, get_plugins
     from crispml.predictions import PREDICTION_LOG_SCHEMA, prediction_records
-    from crispml.production_data import ValidateDataResult, validate_data, window_dataset
+    from crispml.production_data import ValidateDataResult, validate_data, window_dataset, window_frame
     from crispml.recipe import Recipe, Runner, Split, Step
     from crispml.results import (
         Dataset,
@@ -87,6 +87,7 @@ _LAZY = {
     "ValidateDataResult": "crispml.production_data",
     "validate_data": "crispml.production_data",
     "window_dataset": "crispml.production_data",
+    "window_frame": "crispml.production_data",
     "BackendError": "crispml.errors",
     "Secret": "crispml.declarations",
     "CrispmlError": "crispml.errors",

@@ -82,6 +82,25 @@ def redact(value: Any) -> Any:
     return Redactor()(value)
 
 
+def reveal(value: Any) -> tuple[Any, bool]:
+    """``(a copy of value with each declared secret as its clear text, whether it held one)``.
+
+    For what must depend on a secret without showing it — a stage's cache key, where the
+    revealed copy goes only into a keyed digest. Nothing revealed may be written down."""
+    if is_secret(value):
+        return secret_text(value), True
+    if isinstance(value, BaseModel):
+        return reveal(value.model_dump())
+    if isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        pairs = [(k, reveal(v)) for k, v in items]
+        found = any(held for _, (_, held) in pairs)
+        if isinstance(value, dict):
+            return {k: v for k, (v, _) in pairs}, found
+        return [v for _, (v, _) in pairs], found
+    return value, False
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """``{"train": {"params": {"C": 1}}}`` → ``{"train.params.C": 1}`` (lists kept whole)."""
     out: dict[str, Any] = {}

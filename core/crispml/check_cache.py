@@ -19,19 +19,18 @@ A plugin marks such a validator :func:`backend_check`. The core checks a recipe 
    cache does for a stage's code.
 
 A changed file, option, environment value or version gives another key, so the check runs
-again: the cache is never stale, only unused. The key is an HMAC under a random per-project
-secret (``.crispml/cache/checks/secret``), so that no value it holds — an environment
-variable's, say — can be guessed back from the file names by hashing candidates.
+again: the cache is never stale, only unused. The key is an HMAC under the project's random key
+(``.crispml/hmac.key``, :func:`crispml.store.project_key`; the stage cache keys secrets with it
+too), so that no value it holds — an environment variable's, say — can be guessed back from
+the file names by hashing candidates.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import inspect
 import json
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -89,6 +88,7 @@ def resolve_checked(
     """
     from crispml.fingerprint import code_dependencies, unchanged
     from crispml.resolve import resolve
+    from crispml.store import project_key, read_project_key
 
     store = project_dir / ".crispml"
     if not reuse or not (run or store.is_dir()):
@@ -96,7 +96,7 @@ def resolve_checked(
     before = set(sys.modules)  # what the checks import, the light one's included, is their code
     light = resolve(recipe, plugins, checks=False)
     folder = store / CHECKS_DIR
-    secret = _read_secret(folder)
+    secret = read_project_key(store)
     if secret is not None:
         code = _read_entry(folder / f"{check_key(light, secret)}.json")
         if code is not None and unchanged(code):
@@ -106,7 +106,7 @@ def resolve_checked(
     for options in _all_options(resolved):
         modules.update(options.check_inputs().modules)
     code = code_dependencies(None, {project_dir, resolved.recipe_dir}, modules)
-    key = check_key(light, secret if secret is not None else _new_secret(folder))
+    key = check_key(light, secret if secret is not None else project_key(store))
     _write_entry(folder / f"{key}.json", {"code": code, "recipe": recipe.name, "created": time.time()})
     return resolved
 
@@ -115,7 +115,7 @@ def check_key(resolved: Resolved, secret: bytes) -> str:
     """The key a passed check is kept under (see the module's docstring for what it holds)."""
     from crispml._redact import ENV_REFERENCE
     from crispml._version import __version__
-    from crispml.fingerprint import hash_file, module_source_hash
+    from crispml.fingerprint import hash_file, keyed_hash_json, module_source_hash
     from crispml.plugins import module_of
 
     plugins = resolved.plugins
@@ -152,8 +152,7 @@ def check_key(resolved: Resolved, secret: bytes) -> str:
         "distributions": {d: _version(d) for d in sorted(distributions)},
         "files": files,
     }
-    text = json.dumps(material, sort_keys=True, default=str, separators=(",", ":"))
-    return hmac.new(secret, text.encode(), "sha256").hexdigest()
+    return keyed_hash_json(secret, material)
 
 
 def _version(distribution: str) -> str | None:
@@ -164,45 +163,6 @@ def _version(distribution: str) -> str | None:
 
 def _all_options(resolved: Resolved) -> list[Any]:
     return [s.options for s in resolved.steps] + list(resolved.trackers.values()) + [resolved.runner_options]
-
-
-_SECRET_BYTES = 32
-
-
-def _read_secret(folder: Path) -> bytes | None:
-    try:
-        value = (folder / "secret").read_bytes()
-    except OSError:
-        return None
-    return value if len(value) == _SECRET_BYTES else None  # a torn one is no key
-
-
-def _new_secret(folder: Path) -> bytes:
-    """The project's key for check entries, made once (readable by its owner only).
-
-    Written whole to a temporary file, then linked into place: a process killed half-way leaves
-    no short key behind, and two processes making it at once agree on the first one's."""
-    import tempfile
-
-    path = folder / "secret"
-    folder.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_bytes(_SECRET_BYTES)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".secret.")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(value)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # never over another process's key
-        except FileExistsError:
-            existing = _read_secret(folder)
-            if existing is not None:
-                return existing
-            os.replace(tmp, path)  # an unreadable or short one: replace it
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return value
 
 
 def _read_entry(entry: Path) -> dict[str, str] | None:

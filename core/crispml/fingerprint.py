@@ -10,6 +10,7 @@ function did not change.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sys
 from collections.abc import Iterable
@@ -41,8 +42,19 @@ def hash_file(path: Path) -> str:
 
 def hash_json(value: Any) -> str:
     """A stable hash of a JSON-able value (keys sorted, non-JSON values by ``str``)."""
-    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
-    return hash_bytes(text.encode())
+    return hash_bytes(_canonical(value))
+
+
+def keyed_hash_json(key: bytes, value: Any) -> str:
+    """HMAC-SHA256 under ``key`` of a JSON-able value (canonical as in :func:`hash_json`).
+
+    For values that hold a secret: a plain hash of a password can be found again by hashing
+    guesses, a keyed one only by whoever holds the key (``crispml.store.project_key``)."""
+    return hmac.new(key, _canonical(value), "sha256").hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":")).encode()
 
 
 _SOURCE_HASHES: dict[tuple[Any, ...], str] = {}

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from crispml._process import ProcessIdentity
+from crispml._redact import reveal
 from crispml._version import __version__
 from crispml.candidates import CandidateError, CandidateJob, CandidateOutcome, best
 from crispml.context import RunContext
@@ -41,6 +42,7 @@ from crispml.fingerprint import (
     code_dependencies,
     hash_file,
     hash_json,
+    keyed_hash_json,
     module_source_hash,
     unchanged,
 )
@@ -51,7 +53,7 @@ from crispml.resolve import Resolved, ResolvedStep
 from crispml.results import Dataset, Result
 from crispml.split import apply_split
 from crispml.stages import BY_NAME, PRODUCER, needs
-from crispml.store import file_lock
+from crispml.store import file_lock, project_key
 
 DONE = ("succeeded", "cached")
 ENDED = ("succeeded", "rejected", "failed")
@@ -570,7 +572,27 @@ class RunPlan:
         if step.stage == "load":
             split = self.resolved.recipe.split
             material["split"] = split.model_dump() if split else None
-        return hash_json(material)
+        return self._key_of(material, step)
+
+    def _key_of(self, material: dict[str, Any], step: ResolvedStep) -> str:
+        """The hash of a cache key's ``material``, with the step's secrets in it only as a keyed
+        digest.
+
+        A declared secret is dumped masked (``**********``) and so would not change the key:
+        two runs differing only in a database password would share an entry. Yet the key is
+        written down (the cache entry's name, the manifest's fingerprints), and a plain hash over
+        a secret can be found again by hashing guesses. So a step holding a secret — a declared
+        one, a ``${env:NAME}`` value, a URL password — is keyed by its material as it may be
+        written (masked: references kept) plus an HMAC, under the project's key, of the material
+        with every secret in clear. A step without one keeps the plain hash, and no key is made.
+        """
+        revealed, declared = reveal(step.options)
+        shown = self.context.secrets(material)
+        if not declared and shown == material:
+            return hash_json(material)
+        key = project_key(self.store.root)
+        shown["secrets"] = keyed_hash_json(key, {**material, "options": revealed})
+        return hash_json(shown)
 
     def _cached(
         self, step: ResolvedStep, key: str, where: str | None = None

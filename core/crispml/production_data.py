@@ -4,8 +4,11 @@ The window a deployment answered (through ``crispml_deployment`` and the predict
 contract, never the serving plugin's files) becomes a :class:`~crispml.Dataset` that names the
 training target without having its column — production data has no labels — and the recipe's
 validate step checks it as it checked the training data (expectations on the target are the
-validate plugin's to skip). A monitor step's ``validate: true`` builds the same Dataset
-(:func:`window_dataset`) and applies the step through ``context.apply_step``.
+validate plugin's to skip). The window holds the model's features and the training data's key
+columns the requests carried (serving by key: the request sends ``customer_id``, the log records
+it with the features fetched), so a suite's expectations on the keys hold for it too. A monitor
+step's ``validate: true`` builds the same Dataset (:func:`window_frame`, :func:`window_dataset`)
+and applies the step through ``context.apply_step``.
 
 ``validate-data`` is a run of its own kind (``kind: validate-data``): stored, tracked, its report
 under the run's ``artifacts/validate/``; its plan holds the validate step alone, fed the window
@@ -35,14 +38,48 @@ from crispml.store import RunStore, find_project
 KIND = "validate-data"
 
 
-def window_dataset(frame: Any, target: str | None, label: str) -> Dataset:
-    """Production rows as a Dataset for a validate step: ``target`` names the training target
-    (absent from production data), ``label`` the deployment or batch they came from."""
+def window_frame(records: list[dict[str, Any]]) -> Any:
+    """A DataFrame of prediction records (``crispml.prediction_records``): one row per record,
+    what the request sent (``inputs``: the features, or only the entity keys when serving by
+    key) with what was fetched for it (``features``, a feature store's)."""
     import pandas as pd
 
+    return pd.DataFrame.from_records([{**(r.get("inputs") or {}), **(r.get("features") or {})} for r in records])
+
+
+def window_dataset(
+    frame: Any,
+    target: str | None,
+    label: str,
+    *,
+    features: list[str] | None = None,
+    key_columns: tuple[str, ...] | list[str] = (),
+) -> Dataset:
+    """Production rows as a Dataset for a validate step: ``target`` names the training target
+    (absent from production data), ``label`` the deployment or batch they came from.
+
+    With ``features`` (the served model's columns), the window keeps the training data's
+    ``key_columns`` the rows have — the entity keys a request served by key carries — then those
+    features, and drops the rest (a monitor's ``prediction``, request fields the model ignores):
+    a suite written for the training data, which has the keys, then checks the keys too. A
+    feature the rows lack stays missing: that is the suite's finding. Without ``features``,
+    every column is kept. The Dataset's own ``key_columns`` are the keys it kept.
+    """
+    import pandas as pd
+
+    keys = [c for c in key_columns if c in frame.columns and (features is None or c not in features)]
+    if features is not None:
+        frame = frame[[*keys, *(c for c in features if c in frame.columns)]]
     frame = frame.reset_index(drop=True)
     fingerprint = format(int(pd.util.hash_pandas_object(frame, index=False).sum()) & (2**64 - 1), "016x")
-    return Dataset(frame=frame, target=target, name=f"{label} window", source=label, fingerprint=fingerprint)
+    return Dataset(
+        frame=frame,
+        target=target,
+        name=f"{label} window",
+        source=label,
+        fingerprint=fingerprint,
+        key_columns=tuple(keys),
+    )
 
 
 @dataclass
@@ -133,18 +170,21 @@ def _window(recipe: Recipe, since: str | None, last: int | None) -> tuple[timede
     return (timedelta(seconds=seconds) if seconds else None), window.get("last")
 
 
-def _columns(served: Deployment, recipe: Recipe, store: RunStore) -> tuple[list[str] | None, str | None]:
-    """The served model's feature columns and target, from its training run when this project's
-    store has it; else every column of the window and the recipe's ``load.target``."""
+def _columns(
+    served: Deployment, recipe: Recipe, store: RunStore
+) -> tuple[list[str] | None, tuple[str, ...], str | None]:
+    """The served model's feature columns, its training data's key columns and target, from its
+    training run when this project's store has it; else every column of the window (keys
+    included) and the recipe's ``load.target``."""
     run = served.training_run
     loaded = store.load_result(run, "load") if run and store.result_path(run, "load").is_file() else None
     if loaded is not None:
         trained = store.load_result(str(run), "train")
         features = list(trained.feature_columns) if trained is not None else list(loaded.feature_columns)
-        return features, loaded.target
+        return features, tuple(loaded.key_columns), loaded.target
     load = recipe.step("load")
     target = load.options.get("target") if load is not None else None
-    return None, str(target) if target else None
+    return None, (), str(target) if target else None
 
 
 def validate_data(
@@ -192,15 +232,11 @@ def validate_data(
         result = ValidateDataResult(served.name, label, len(mine), len(records) - len(mine))
         if not mine:
             return result
-        import pandas as pd
-
-        frame = pd.DataFrame.from_records([{**(r.get("inputs") or {}), **(r.get("features") or {})} for r in mine])
-        features, target = _columns(served, recipe, store)
-        if features is not None:  # a column the model needs and the window lacks: the suite's finding
-            frame = frame[[c for c in features if c in frame.columns]]
+        features, keys, target = _columns(served, recipe, store)
+        dataset = window_dataset(window_frame(mine), target, label, features=features, key_columns=keys)
         one = dataclasses.replace(resolved, steps=[step], runner="local", runner_options=_local_options())
         context = _context(one, store)
-        plan = _WindowPlan(one, context, use_cache=False, window=window_dataset(frame, target, label))
+        plan = _WindowPlan(one, context, use_cache=False, window=dataset)
         setattr(plan.manifest, "kind", KIND)  # noqa: B010 — an extra field of the typed manifest
         setattr(plan.manifest, "window", {"deployment": served.name, "model": served.model})  # noqa: B010
         result.run = _execute(plan)

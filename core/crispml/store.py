@@ -83,6 +83,56 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, json.dumps(value, indent=2, default=str).encode())
 
 
+PROJECT_KEY = "hmac.key"
+"""Under ``.crispml/``: the project's random key for keyed digests (:func:`project_key`)."""
+
+_KEY_BYTES = 32
+
+
+def read_project_key(root: Path) -> bytes | None:
+    """The project's key (``root`` is its ``.crispml/``), or ``None`` when there is none yet (or
+    only a torn one: a short key is no key)."""
+    try:
+        value = (root / PROJECT_KEY).read_bytes()
+    except OSError:
+        return None
+    return value if len(value) == _KEY_BYTES else None
+
+
+def project_key(root: Path) -> bytes:
+    """The project's random key for keyed digests (HMAC-SHA256), made on first need.
+
+    Whatever a digest of a secret is written into (a cache entry's name, a manifest's
+    fingerprint) then cannot be turned back into the secret by hashing guesses: without this
+    key, a digest of ``hunter2`` looks like any other. The file, ``.crispml/hmac.key``, is
+    readable by its owner only (0600). It is written whole to a temporary file, then linked
+    into place: a process killed half-way leaves no short key behind, and two processes making
+    it at once agree on the first one's.
+    """
+    existing = read_project_key(root)
+    if existing is not None:
+        return existing
+    path = root / PROJECT_KEY
+    root.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_bytes(_KEY_BYTES)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{PROJECT_KEY}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(value)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # never over another process's key
+        except FileExistsError:
+            existing = read_project_key(root)
+            if existing is not None:
+                return existing
+            os.replace(tmp, path)  # an unreadable or short one: replace it
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return value
+
+
 def find_project(start: Path | None = None) -> Path:
     """The project folder: ``$CRISPML_PROJECT``, else the nearest ancestor holding ``.crispml/``,
     else the current folder (like git finds its work tree)."""

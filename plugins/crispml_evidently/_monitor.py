@@ -45,6 +45,9 @@ class Reference:
     source: dict[str, Any]
     target: str | None = None
     """The training data's target column (absent from production data)."""
+    key_columns: tuple[str, ...] = ()
+    """The training data's key columns (entity keys, event time): not compared for drift, but
+    checked by a suite with ``validate: true`` when the window's requests carry them."""
 
 
 def deployment_name(options: MonitorOptions, recipe: Any) -> str | None:
@@ -96,7 +99,7 @@ def load_reference(options: MonitorOptions, training_run: str | None, store: Run
     if model is not None:
         frame[PREDICTION] = model.predict(frame[features])
     source = {"training_run": training_run, "data_fingerprint": dataset.fingerprint, "source": dataset.source}
-    return Reference(frame, features, numerical, categorical, model, source, dataset.target)
+    return Reference(frame, features, numerical, categorical, model, source, dataset.target, tuple(dataset.key_columns))
 
 
 def check_training_run(training_run: str | None, store: RunStore) -> str:
@@ -113,15 +116,12 @@ def check_training_run(training_run: str | None, store: RunStore) -> str:
 
 def current_from_log(options: MonitorOptions, deployment: Deployment) -> tuple[Any, int, dict[str, Any]]:
     """``(frame, rows from other versions, source)`` of the window's records."""
-    import pandas as pd
-
     import crispml
 
     since = timedelta(seconds=parse_duration(options.window.since)) if options.window.since else None
     records = crispml.prediction_records(deployment, since=since, last=options.window.last)
     mine = [r for r in records if deployment.model is None or r.get("model") == deployment.model]
-    rows = [{**(r.get("inputs") or {}), **(r.get("features") or {})} for r in mine]
-    frame = pd.DataFrame.from_records(rows)
+    frame = crispml.window_frame(mine)
     if mine:
         frame[PREDICTION] = [r.get("prediction") for r in mine]
     window = {"since": options.window.since} if options.window.since else {"last": options.window.last}
@@ -229,10 +229,13 @@ def monitor(options: MonitorOptions, deployment: Deployment | None, context: Run
 def validate_window(current: Any, reference: Reference, label: str, context: RunContext) -> ValidationReport:
     """The recipe's validate step applied to the window (``context.apply_step``): the window's
     Dataset names the training target without having the column, so expectations on it are
-    the validate plugin's to skip."""
+    the validate plugin's to skip; it holds the model's features and the training data's key
+    columns the requests carried (as ``crispml validate-data``'s window does)."""
     import crispml
 
-    window = crispml.window_dataset(current[reference.features], reference.target, label)
+    window = crispml.window_dataset(
+        current, reference.target, label, features=reference.features, key_columns=reference.key_columns
+    )
     report = context.apply_step("validate", dataset=window)
     assert isinstance(report, ValidationReport)
     return report

@@ -214,7 +214,8 @@ def test_the_entries_hold_no_environment_value_and_the_key_is_private(
     assert len(entries) == 1
     for path in folder.iterdir():
         assert b"s3cr3t-value-4711" not in path.read_bytes()
-    secret = folder / "secret"
+    secret = project / ".crispml" / "hmac.key"
+    assert b"s3cr3t-value-4711" not in secret.read_bytes()
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_bytes()) == 32
 
 
@@ -235,11 +236,11 @@ def test_check_in_a_folder_that_never_ran_leaves_no_trace(tmp_path: Path, monkey
 
 def test_a_torn_key_file_is_replaced_and_checks_are_remembered_again(project: Path) -> None:
     plugins = _plugins()
-    folder = project / ".crispml" / "cache" / "checks"
+    folder = project / ".crispml"
     folder.mkdir(parents=True)
-    (folder / "secret").write_bytes(b"")  # killed between creating the key file and writing it
+    (folder / "hmac.key").write_bytes(b"")  # killed between creating the key file and writing it
     run_with(_recipe(project), project=project, plugins=plugins)
-    assert len((folder / "secret").read_bytes()) == 32
+    assert len((folder / "hmac.key").read_bytes()) == 32
     run_with(_recipe(project), project=project, plugins=plugins)
     assert CHECKS == ["ok"]
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporary left

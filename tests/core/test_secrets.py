@@ -7,9 +7,11 @@ every file under the project, captured output — for them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import stat
 import string
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationInfo, field_validator
 
-from crispml import Declaration, Evaluation, Options, RecipeError, Secret, Step, UsageError, hookimpl, resume
+from crispml import Dataset, Declaration, Evaluation, Options, RecipeError, Secret, Step, UsageError, hookimpl, resume
 from crispml._redact import MASK, Redactor, has_masked, mask_urls, redact
 from crispml.testing import plugins_with, run_with
 
@@ -540,3 +542,93 @@ def test_stages_run_one_by_one_keep_secrets_out_of_every_attempt(
     with pytest.raises(UsageError, match=r"evaluate\.api_token is masked in its manifest"):
         run_stage(project, literal, "load", plugins=plugins)
     assert leaks(project) == []
+
+
+# -- the cache key ----------------------------------------------------------------------------
+
+DB_PW = ("DBPW-S3CR3T-a1b", "DBPW-S3CR3T-b2c")
+
+
+class VaultOptions(Options):
+    password: Secret | None = None
+    region: str = "eu"
+
+
+class Vault:
+    """A load step reading a database with a password: another password (another account),
+    other rows. Counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def crispml_declare(self) -> Declaration:
+        return Declaration(stages={"load": VaultOptions})
+
+    @hookimpl
+    def crispml_load(self, options: VaultOptions) -> Dataset:
+        import pandas as pd
+
+        self.calls += 1
+        seen = (options.password.get_secret_value() if options.password else "") + options.region
+        offset = float(sum(seen.encode()) % 97)
+        frame = pd.DataFrame({"x": [i + offset for i in range(40)], "y": [i % 2 for i in range(40)]})
+        digest = hashlib.sha256(frame.to_csv().encode()).hexdigest()
+        return Dataset(frame=frame, target="y", name="vault", source="vault", fingerprint=digest)
+
+
+def _statuses(result: Any) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in _manifest(result)["stages"]}
+
+
+@pytest.mark.parametrize(
+    ("field", "spelling"),
+    [("password", "literal"), ("password", "env"), ("region", "env")],
+)
+def test_a_secret_enters_the_cache_key_only_as_a_keyed_digest(
+    field: str, spelling: str, project: Path, fakes: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs that differ only in a secret (a declared one, or any ``${env:NAME}`` value) do
+    not share a cache entry; the same secret does. Nothing the runs leave — manifests, cache
+    entries, ``.crispml/`` as a whole — holds the secret or its plain sha256."""
+    vault = Vault()
+    plugins = {**fakes, "vault": vault}
+
+    def run(secret: str) -> Any:
+        value = secret
+        if spelling == "env":
+            monkeypatch.setenv("CRISPML_DB_PW", secret)
+            value = "${env:CRISPML_DB_PW}"
+        return run_with(basic_recipe(load=Step(use="vault", **{field: value})), project=project, plugins=plugins)
+
+    first, second, third = run(DB_PW[0]), run(DB_PW[1]), run(DB_PW[1])
+    assert _statuses(first)["load"] == "succeeded"
+    assert _statuses(second) == {"load": "succeeded", "train": "succeeded", "evaluate": "succeeded"}
+    assert _statuses(third) == {"load": "cached", "train": "cached", "evaluate": "cached"}
+    assert vault.calls == 2
+    prints = [r.manifest.stage("load").fingerprint for r in (first, second, third)]
+    assert prints[0] != prints[1] == prints[2]
+    shown = _manifest(second)["recipe"]["load"][field]
+    assert shown == ("${env:CRISPML_DB_PW}" if spelling == "env" else MASK)
+
+    for path in project.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in DB_PW:
+                assert secret.encode() not in data, path
+                assert hashlib.sha256(secret.encode()).hexdigest().encode() not in data, path
+    key = project / ".crispml" / "hmac.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+
+
+def test_a_recipe_without_secrets_has_cache_keys_without_the_project_key(
+    project: Path, fakes: dict[str, object]
+) -> None:
+    """Only a step that holds a secret is keyed: a new project key (the file deleted) leaves
+    every other step's cache entry in use."""
+    recipe = basic_recipe(load=Step(use="vault", region="us"))
+    plugins = {**fakes, "vault": Vault()}
+    run_with(recipe, project=project, plugins=plugins)
+    (project / ".crispml" / "hmac.key").unlink(missing_ok=True)
+    again = run_with(recipe, project=project, plugins=plugins)
+    assert _statuses(again) == {"load": "cached", "train": "cached", "evaluate": "cached"}

@@ -655,3 +655,155 @@ def test_validate_data_command_line(proj: Path) -> None:
         wrong = cli(*args)
         assert wrong.returncode == 2 and wrong.stderr.startswith(f"crispml: error: {message}"), wrong.stderr
         assert "Traceback" not in wrong.stderr
+
+
+# -- key columns: a suite written for keyed training data checks the served window's keys ----
+
+KEYED_SUITE = """name: keyed
+expectations:
+- expect: table_columns_to_match_set
+  column_set: [customer_id, tenure_months, contract, internet, payment_method, monthly_charges, total_charges,
+    support_calls, churned]
+- {expect: column_values_to_not_be_null, column: customer_id}
+- {expect: column_values_to_be_between, column: customer_id, min_value: 1, max_value: CUSTOMERS}
+- {expect: column_values_to_not_be_null, column: tenure_months}
+- expect: column_values_to_be_in_set
+  column: contract
+  value_set: [month-to-month, one-year, two-year]
+- expect: column_values_to_be_in_set
+  column: churned
+  value_set: [0, 1]
+"""
+
+
+class KeyedOptions(crispml.Options):
+    path: str
+    target: str
+
+
+class KeyedLoad:
+    """A load step whose data carries an entity key, as a feature store's join does:
+    ``customer_id`` is a key column (in the data, never a feature)."""
+
+    @crispml.hookimpl
+    def crispml_declare(self) -> crispml.Declaration:
+        return crispml.Declaration(stages={"load": KeyedOptions})
+
+    @crispml.hookimpl
+    def crispml_load(self, options: KeyedOptions, context: crispml.RunContext) -> crispml.Dataset:
+        path = context.recipe_dir / options.path
+        frame = pd.read_csv(path)
+        digest = crispml.fingerprint.hash_file(path)
+        return crispml.Dataset(
+            frame=frame,
+            target=options.target,
+            name="keyed",
+            source=options.path,
+            fingerprint=digest,
+            key_columns=("customer_id",),
+        )
+
+
+def keyed_recipe(**monitor: Any) -> dict[str, Any]:
+    data = recipe_dict(deployment="churn", validate=True, **monitor)
+    data["name"] = "churn-keyed"
+    data["load"] = {"use": "keyed", "path": "data/keyed.csv", "target": "churned"}
+    data["validate"] = {"use": "great_expectations", "suite": "expectations/keyed.yaml"}
+    return data
+
+
+@pytest.fixture(scope="module")
+def keyed_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project trained on data with a key column (``customer_id``), its suite checking it."""
+    root = tmp_path_factory.mktemp("keyed")
+    frame = pd.read_csv(QUICK / "data" / "churn.csv")
+    frame.insert(0, "customer_id", range(1, len(frame) + 1))
+    (root / "data").mkdir()
+    frame.to_csv(root / "data" / "keyed.csv", index=False)
+    (root / "expectations").mkdir()
+    (root / "expectations" / "keyed.yaml").write_text(KEYED_SUITE.replace("CUSTOMERS", str(len(frame))))
+    data = keyed_recipe()
+    del data["monitor"]
+    (root / "train.yaml").write_text(yaml.safe_dump(data))
+    result = crispml.run(root / "train.yaml", project=root, extra_plugins={"keyed": KeyedLoad()})
+    assert result.status == "succeeded", result.manifest
+    (root / "recipe.yaml").write_text(yaml.safe_dump(keyed_recipe(window={"last": 300})))
+    return root
+
+
+@pytest.fixture
+def keyed(keyed_trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, object]]:
+    target = tmp_path / "k"
+    shutil.copytree(keyed_trained, target)
+    monkeypatch.chdir(target)
+    monkeypatch.setenv("CRISPML_PROJECT", str(target))
+    plugins = {"keyed": KeyedLoad(), "serving": Serving(target / "predictions.jsonl", "churn/2", training_run(target))}
+    return target, plugins
+
+
+def log_by_key(log: Path, frame: pd.DataFrame, when: datetime, per_request: int = 5) -> None:
+    """Requests served by key, logged as the prediction-log contract says: the request's records
+    (``customer_id`` alone) under ``inputs``, the features fetched for them under ``features``."""
+    with log.open("a") as fh:
+        for start in range(0, len(frame), per_request):
+            rows = frame.iloc[start : start + per_request]
+            line = {
+                "schema": 1,
+                "time": when.isoformat(timespec="milliseconds"),
+                "deployment": "churn",
+                "model": "churn/2",
+                "inputs": rows[["customer_id"]].to_dict(orient="records"),
+                "outputs": {"predictions": [0] * len(rows)},
+                "features": rows.drop(columns="customer_id").to_dict(orient="records"),
+            }
+            fh.write(json.dumps(line) + "\n")
+
+
+def served_by_key(proj: Path, rows: int, seed: int, customer_id: int | None = None) -> None:
+    frame = pd.read_csv(proj / "data" / "keyed.csv").drop(columns="churned").sample(rows, random_state=seed)
+    if customer_id is not None:
+        frame["customer_id"] = customer_id
+    log_by_key(proj / "predictions.jsonl", frame, datetime.now(UTC))
+
+
+def key_results(report: dict[str, Any]) -> dict[str, bool]:
+    """The suite's outcome per expectation on ``customer_id`` and on the column set."""
+    return {
+        r["expectation"]: r["success"]
+        for r in report["results"]
+        if r["column"] == "customer_id" or r["expectation"] == "expect_table_columns_to_match_set"
+    }
+
+
+def test_the_monitors_window_carries_the_requests_keys_to_the_suite(keyed: tuple[Path, dict[str, object]]) -> None:
+    """Served by key, the log holds ``customer_id`` (what the request sent) and the features
+    (what was fetched): the window the suite checks holds both, as the training data did."""
+    proj, plugins = keyed
+    served_by_key(proj, 300, 1)
+    result = crispml.monitor(proj / "recipe.yaml", extra_plugins=plugins, no_retrain=True)
+    assert result.report is not None and result.report.metrics["validation_failed"] == 0, result.line()
+    assert "· suite passed" in result.line()
+    report = json.loads((result.monitor.run_dir / "artifacts" / "validate" / "validation.json").read_text())
+    assert key_results(report) == {
+        "expect_table_columns_to_match_set": True,
+        "expect_column_values_to_not_be_null": True,
+        "expect_column_values_to_be_between": True,
+    }
+    assert not [r for r in report["skipped"] if r["column"] == "customer_id"]
+
+
+def test_validate_data_sees_the_same_window_with_its_keys(keyed: tuple[Path, dict[str, object]]) -> None:
+    """``crispml validate-data`` builds its window as the monitor does: the same keys checked,
+    and an unknown key (a customer the training data never had) fails the suite."""
+    proj, plugins = keyed
+    served_by_key(proj, 300, 2)
+    good = crispml.validate_data(proj / "recipe.yaml", last=300, extra_plugins=plugins)
+    assert good.exit_code == 0 and good.run is not None, good.line()
+    report = json.loads((good.run.run_dir / "artifacts" / "validate" / "validation.json").read_text())
+    assert set(key_results(report).values()) == {True} and len(key_results(report)) == 3
+    served_by_key(proj, 100, 3, customer_id=10**6)
+    bad = crispml.validate_data(proj / "recipe.yaml", last=100, extra_plugins=plugins)
+    assert bad.exit_code == 3 and bad.report is not None
+    assert {(r.expectation, r.column) for r in bad.report.failures} == {
+        ("expect_column_values_to_be_between", "customer_id")
+    }

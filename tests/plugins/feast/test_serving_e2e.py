@@ -137,9 +137,17 @@ def test_the_prediction_log_records_keys_and_the_features_used(served: Served) -
     assert status == 200
     from crispml import deployment, prediction_records
 
-    [last] = prediction_records(deployment("churn-keys", served.repo.project), last=1)
+    served_now = deployment("churn-keys", served.repo.project)
+    [last] = prediction_records(served_now, last=1)
     assert last["inputs"] == {"customer_id": 3}
     assert last["features"] == {"minutes": 309.0, "calls": 12}
+    # The window a suite checks (monitor validate: true, validate-data) keeps the request's key.
+    from crispml import RunStore, window_dataset, window_frame
+
+    loaded = RunStore(served.repo.project).load_result(str(served_now.training_run), "load")
+    features = list(served.result.feature_columns)
+    window = window_dataset(window_frame([last]), loaded.target, "w", features=features, key_columns=loaded.key_columns)
+    assert list(window.frame.columns) == ["customer_id", *features] and window.key_columns == ("customer_id",)
 
 
 def test_a_deploy_before_materializing_is_rejected_by_the_smoke_gate(
