@@ -16,12 +16,9 @@ No backend here: ``crispml deployments`` reads records and probes pids and ports
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import re
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +177,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
     """``(status, body)``, or ``None`` when nothing answered. Never uses a configured proxy."""
+    # Imported here: every crispml command imports this module (the environment hook), and
+    # most never ask a server anything.
+    import http.client
+    import urllib.error
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=timeout) as resp:
