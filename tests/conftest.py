@@ -2,23 +2,23 @@
 
 * ``project``: a fresh project folder (its own ``.crispml/``), the cwd for the test.
 * ``require_service``: in ``tests/services.py`` (importable from every folder).
-* ``crispml_cli(*args)``: the real ``crispml`` command in a subprocess.
+* ``crispml_cli(*args)``: the real ``crispml`` command in a subprocess (``suite_helpers.run_cli``).
+* ``free_port``, ``run_cli``, ``CRISPML``: in ``tests/suite_helpers.py`` (importable from every folder).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from services import require_service, service_answers  # noqa: F401  (re-exported)
+from suite_helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 # Nothing a test starts may phone home or write into the home directory.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -41,10 +41,7 @@ def crispml_cli(project: Path) -> Callable[..., subprocess.CompletedProcess[str]
     """Run the real ``crispml`` command in the project folder."""
 
     def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(project), **(env or {})}
-        return subprocess.run(
-            [CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=full_env
-        )
+        return run_cli(project, *args, timeout=timeout, env=env)
 
     return run
 

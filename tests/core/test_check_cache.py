@@ -4,15 +4,14 @@ a plugin or backend version, a project module it imports — checks it again (ne
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationInfo, field_validator
+from suite_helpers import run_cli
 
 import crispml.check_cache
 from crispml import (
@@ -31,8 +30,6 @@ from crispml import (
 from crispml.testing import run_with
 
 from conftest import MeanModel, TableLoader
-
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 CHECKS: list[str] = []
 """Every time the backend check below ran, the name it checked."""
@@ -327,9 +324,7 @@ def _definitions_project(project: Path) -> None:
     )
 
 
-def _cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CRISPML_PROJECT": str(project)}
-    return subprocess.run([CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=120, env=env)
+_cli = partial(run_cli, timeout=120, columns=None)
 
 
 def test_a_definitions_file_two_imports_away_is_checked_again(project: Path) -> None:

@@ -5,19 +5,17 @@ still load, show and resume."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from suite_helpers import run_cli
 
 from crispml import Manifest, StageRecord
 from crispml.testing import run_with
 
 from conftest import basic_recipe
 
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 V1 = Path(__file__).resolve().parent / "data" / "manifest_v1_failed.json"
 V1_RUN = "20261130-011510-689d82"
 
@@ -102,10 +100,7 @@ def test_a_run_recorded_by_an_older_crispml_shows_and_resumes(project: Path) -> 
     run_dir = project / ".crispml" / "runs" / V1_RUN
     run_dir.mkdir(parents=True)
     (run_dir / "manifest.json").write_text(V1.read_text().replace("<project>", str(project)))
-    env = {**os.environ, "CRISPML_PROJECT": str(project)}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CRISPML, *args], cwd=project, capture_output=True, text=True, env=env, timeout=120)
+    cli = partial(run_cli, project, timeout=120, columns=None)
 
     listed = json.loads(cli("runs", "--json").stdout)
     assert [(r["run_id"], r["status"]) for r in listed] == [(V1_RUN, "failed")]

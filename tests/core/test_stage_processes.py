@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-CRISPML = str(Path(sys.executable).with_name("crispml"))
+from suite_helpers import CRISPML, run_cli
+
 RUNNER_DIR = Path(__file__).resolve().parent  # holds subprocess_runner.py
 
 STEPS = """
@@ -81,9 +82,8 @@ def _env(project: Path) -> dict[str, str]:
 
 
 def _cli(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=_env(project)
-    )
+    """``crispml`` with the test runner importable (``_env``)."""
+    return run_cli(project, *args, timeout=timeout, base_env=_env(project), columns=None)
 
 
 def _runs(project: Path) -> set[str]:

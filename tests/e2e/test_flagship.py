@@ -20,17 +20,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from suite_helpers import free_port, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -75,7 +70,7 @@ def test_the_demo_end_to_end(tmp_path: Path) -> None:
     project = _copy(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
-    port, prefect_port = _free_port(), _free_port()
+    port, prefect_port = free_port(), free_port()
     timings = tmp_path / "timings.json"
     try:
         done = subprocess.run(
@@ -157,7 +152,7 @@ def test_a_taken_port_stops_it_before_any_work(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [PYTHON, "demo.py", "--port", str(port), "--prefect-port", str(_free_port())],
+            [PYTHON, "demo.py", "--port", str(port), "--prefect-port", str(free_port())],
             cwd=project,
             env=_env(project, tmp_path),
             capture_output=True,
@@ -170,10 +165,8 @@ def test_a_taken_port_stops_it_before_any_work(tmp_path: Path) -> None:
 
 
 def _cli(project: Path, home: Path, *args: str) -> str:
-    crispml = str(Path(PYTHON).with_name("crispml"))
-    done = subprocess.run([crispml, *args], cwd=project, env=_env(project, home), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    """The stdout of a command that must succeed, in the demo's environment (HOME empty)."""
+    return run_cli(project, *args, base_env=_env(project, home), timeout=None, check=True).stdout
 
 
 def test_a_failing_step_is_one_line_and_stops_the_demo(tmp_path: Path) -> None:
@@ -182,9 +175,9 @@ def test_a_failing_step_is_one_line_and_stops_the_demo(tmp_path: Path) -> None:
     text = recipe.read_text()
     assert "n_estimators: 100" in text
     recipe.write_text(text.replace("n_estimators: 100", "n_estimators: many"))
-    port = _free_port()
+    port = free_port()
     done = subprocess.run(
-        [PYTHON, "demo.py", "--port", str(port), "--prefect-port", str(_free_port())],
+        [PYTHON, "demo.py", "--port", str(port), "--prefect-port", str(free_port())],
         cwd=project,
         env=_env(project, tmp_path / "home"),
         capture_output=True,

@@ -11,13 +11,10 @@ data the world now explains better → retrain → churn/3 champion and served.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +22,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from suite_helpers import free_port, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(cwd)}
-    return subprocess.run([CRISPML, *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+_cli = partial(run_cli, timeout=900)  # a run trains and serves: minutes on a loaded machine
 
 
 @pytest.fixture
@@ -49,7 +38,7 @@ def served(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "quickstart"
     shutil.copytree(REPO / "examples" / "quickstart", target, ignore=shutil.ignore_patterns(".crispml"))
     recipe = yaml.safe_load((target / "recipe.yaml").read_text())
-    recipe["deploy"]["port"] = _free_port()
+    recipe["deploy"]["port"] = free_port()
     recipe["evaluate"]["baseline"] = "champion"  # the gate compares on the same (fresh) test rows
     recipe["monitor"] = {
         "use": "evidently",

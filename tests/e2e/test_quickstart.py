@@ -5,22 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+from suite_helpers import CRISPML, free_port, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-CRISPML = str(Path(sys.executable).with_name("crispml"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -36,12 +30,11 @@ def _env(cwd: Path) -> dict[str, str]:
     return {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(cwd)}
 
 
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CRISPML, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=_env(cwd))
+_cli = partial(run_cli, timeout=600)  # a run trains and serves: minutes on a loaded machine
 
 
 def test_quickstart_recipe_from_the_command_line(quickstart: Path) -> None:
-    port = f"deploy.port={_free_port()}"
+    port = f"deploy.port={free_port()}"
     first = _cli(quickstart, "run", "recipe.yaml", "--set", port)
     assert first.returncode == 0, first.stderr
     assert "run succeeded" in first.stderr
@@ -82,7 +75,7 @@ def test_quickstart_recipe_from_the_command_line(quickstart: Path) -> None:
 
 def test_quickstart_python_api(quickstart: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "run.py", "--set", f"deploy.port={_free_port()}"],
+        [sys.executable, "run.py", "--set", f"deploy.port={free_port()}"],
         cwd=quickstart,
         capture_output=True,
         text=True,
@@ -135,7 +128,7 @@ def test_quickstart_leaves_home_empty(quickstart: Path, tmp_path: Path) -> None:
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDING)}
     env.update(HOME=str(home), COLUMNS="200", CRISPML_PROJECT=str(quickstart))
-    port = f"deploy.port={_free_port()}"
+    port = f"deploy.port={free_port()}"
 
     def step(*command: str) -> None:
         done = subprocess.run(command, cwd=quickstart, capture_output=True, text=True, timeout=600, env=env)

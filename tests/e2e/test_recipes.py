@@ -5,34 +5,25 @@ the served model answering a request with the right shape for its task."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from suite_helpers import free_port, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 pytestmark = pytest.mark.slow
 
 NEW = ("delivery-time-regression", "ticket-priority-multiclass", "retrain-on-drift")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(cwd)}
-    return subprocess.run([CRISPML, *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+_cli = partial(run_cli, timeout=900)  # a run trains and serves: minutes on a loaded machine
 
 
 def _predict(url: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,7 +45,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
 def _init_and_run(project: Path, name: str) -> tuple[Path, str]:
     made = _cli(project, "init", name, "mine")
     assert made.returncode == 0, made.stderr
-    ran = _cli(project, "run", "mine/recipe.yaml", "--set", f"deploy.port={_free_port()}")
+    ran = _cli(project, "run", "mine/recipe.yaml", "--set", f"deploy.port={free_port()}")
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
     deployments = json.loads(_cli(project, "deployments", "--json").stdout)
     assert len(deployments) == 1 and deployments[0]["status"] == "up"

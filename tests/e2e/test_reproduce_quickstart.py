@@ -4,29 +4,18 @@ and a changed seed, never registers or deploys, and refuses an unknown run in on
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+from suite_helpers import free_port, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "CRISPML_PROJECT": str(cwd)}
-    return subprocess.run([CRISPML, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+_cli = partial(run_cli, timeout=600)  # a run trains and serves: minutes on a loaded machine
 
 
 @pytest.fixture
@@ -44,7 +33,7 @@ def _evaluate_metrics(cwd: Path, run_id: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_reproduce_the_quickstart(quickstart: Path) -> None:
-    first = _cli(quickstart, "run", "recipe.yaml", "--set", f"deploy.port={_free_port()}")
+    first = _cli(quickstart, "run", "recipe.yaml", "--set", f"deploy.port={free_port()}")
     assert first.returncode == 0, first.stderr
     run_id = json.loads(_cli(quickstart, "runs", "--json").stdout)[0]["run_id"]
     recorded = _evaluate_metrics(quickstart, run_id)

@@ -8,25 +8,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from suite_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WAYS = REPO / "examples" / "three_ways"
 BIN = Path(sys.executable).parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # ~7 min on a loaded 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _manifests(project: Path) -> list[dict[str, Any]]:
@@ -48,8 +42,8 @@ def test_one_recipe_three_ways(tmp_path: Path) -> None:
         "HOME": str(home),
         "COLUMNS": "200",
         "CRISPML_PROJECT": str(project),
-        "PORT": str(_free_port()),
-        "PREFECT_PORT": str(_free_port()),
+        "PORT": str(free_port()),
+        "PREFECT_PORT": str(free_port()),
     }
     env.pop("PREFECT_API_URL", None)  # the project's own server, not one from the environment
 

@@ -10,23 +10,19 @@ test can pass. Every deploy here asks for two workers.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_bentoml import ROW, Load, alive, free_port, predict, processes_working_in, stop_everything_under
-from test_cooperation import FOLDER_REGISTRY, SIGNATURE, _expected, _fit
+from suite_helpers import free_port
+from test_bentoml import ROW, Load, alive, predict, processes_working_in, stop_everything_under
+from test_cooperation import SIGNATURE, Project, _expected, _fit, folder_registry_project
 
 pytestmark = pytest.mark.slow
-
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 MODELS = '''
 """Models with a will of their own, importable by the servers (on PYTHONPATH)."""
@@ -57,21 +53,8 @@ class Coin:
 '''
 
 
-@dataclass
-class Project:
-    path: Path
-    port: int
-    env: dict[str, str]
-    models: dict[str, Any]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CRISPML, *args], cwd=self.path, capture_output=True, text=True, timeout=timeout, env=self.env
-        )
+class Batched(Project):
+    """The folder-registry project with its deployment ``batched``: its record and its log."""
 
     def record(self) -> dict[str, Any]:
         return json.loads((self.path / ".crispml" / "deployments" / "batched" / "deployment.json").read_text())
@@ -82,16 +65,9 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batched]:
     root = tmp_path_factory.mktemp("batching")
-    site, path = root / "site", root / "project"
-    dist = site / "crispml_folder_registry-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: crispml-folder-registry\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[crispml]\nfolder = tp_folder_registry\n")
-    (site / "tp_folder_registry.py").write_text(FOLDER_REGISTRY)
-    (site / "tp_models.py").write_text(MODELS)
-    (path / ".crispml").mkdir(parents=True)
+    site, path, env = folder_registry_project(root, tp_models=MODELS)
     sys.path.insert(0, str(site))
     try:
         import tp_models
@@ -111,15 +87,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         (folder / "model.pkl").write_bytes(pickle.dumps(model))
         meta = {"signature": SIGNATURE, "training_run": f"train-run-{version}", "example": example}
         (folder / "model.json").write_text(json.dumps(meta))
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(site),
-        "CRISPML_PROJECT": str(path),
-        "CRISPML_DISABLE_PLUGINS": "mlflow",
-        "HOME": str(root / "home"),
-    }
-    (root / "home").mkdir()
-    project = Project(path=path, port=free_port(), env=env, models=models)
+    project = Batched(path=path, port=free_port(), env=env, models=models)
     try:
         done = project.cli("deploy", "churn/1", "--name", "batched", "--port", str(project.port), "--workers", "2")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -153,7 +121,7 @@ def rows(i: int, n: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_the_deployment_runs_two_workers(project: Project) -> None:
+def test_the_deployment_runs_two_workers(project: Batched) -> None:
     rec = project.record()
     assert rec["settings"]["workers"] == 2
     spec = json.loads((Path(rec["backend"]["release"]) / "spec.json").read_text())
@@ -162,7 +130,7 @@ def test_the_deployment_runs_two_workers(project: Project) -> None:
     assert len(processes_working_in(Path(rec["backend"]["release"]))) >= 3
 
 
-def test_concurrent_requests_each_get_their_own_answer_and_log_entry(project: Project) -> None:
+def test_concurrent_requests_each_get_their_own_answer_and_log_entry(project: Batched) -> None:
     model = project.models["1"]
     before = len(project.log())
     shared_batch = False
@@ -197,7 +165,7 @@ def test_concurrent_requests_each_get_their_own_answer_and_log_entry(project: Pr
     assert shared_batch, "24 requests sent at once were never predicted together"
 
 
-def test_a_request_the_model_refuses_is_the_only_one_refused(project: Project) -> None:
+def test_a_request_the_model_refuses_is_the_only_one_refused(project: Batched) -> None:
     before = len(project.log())
     bodies = [rows(i, 2) for i in range(16)]
     bad = {3, 8, 13}
@@ -217,7 +185,7 @@ def test_a_request_the_model_refuses_is_the_only_one_refused(project: Project) -
     ), "refused requests are not logged; every answered one is"
 
 
-def test_two_workers_switch_without_downtime(project: Project) -> None:
+def test_two_workers_switch_without_downtime(project: Batched) -> None:
     before = project.record()
     assert before["model"]["version"] == "1"
     load = Load(project.url)
@@ -238,7 +206,7 @@ def test_two_workers_switch_without_downtime(project: Project) -> None:
     assert len(processes_working_in(Path(after["backend"]["release"]))) >= 3
 
 
-def test_the_smoke_gate_holds_with_two_workers(project: Project) -> None:
+def test_the_smoke_gate_holds_with_two_workers(project: Batched) -> None:
     before = project.record()
     done = project.cli("deploy", "churn/3", "--name", "batched", "--workers", "2")
     assert done.returncode == 3, done.stdout + done.stderr

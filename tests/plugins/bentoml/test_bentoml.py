@@ -23,12 +23,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import yaml
+from suite_helpers import free_port, run_cli
 
 from crispml import hash_file
 
@@ -36,16 +38,9 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
 CHURN = REPO / "examples" / "quickstart" / "data" / "churn.csv"
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def recipe(name: str, *, C: float, register: dict[str, Any], deploy: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -78,16 +73,7 @@ class Served:
     def cli(
         self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "COLUMNS": "200",
-            "CRISPML_PROJECT": str(self.project),
-            "HOME": str(self.home),
-            **(env or {}),
-        }
-        return subprocess.run(
-            [CRISPML, *args], cwd=self.project, capture_output=True, text=True, timeout=timeout, env=env
-        )
+        return run_cli(self.project, *args, timeout=timeout, env={"HOME": str(self.home), **(env or {})})
 
 
 def _our_processes(marker: str) -> list[int]:
@@ -1040,15 +1026,7 @@ def test_undeploy_stops_everything(served: Served) -> None:
 # -- without a server: a stale record, an unreachable registry -----------------------------------
 
 
-def _cli(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CRISPML, *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "CRISPML_PROJECT": str(project), **(env or {})},
-    )
+_cli = partial(run_cli, timeout=120, columns=None)
 
 
 def test_undeploy_leaves_a_recycled_pid_alone(tmp_path: Path) -> None:

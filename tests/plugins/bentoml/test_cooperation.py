@@ -24,13 +24,12 @@ from typing import Any
 
 import pytest
 import yaml
-from test_bentoml import CHURN, ROW, free_port, predict, stop_everything_under
+from suite_helpers import free_port, run_cli
+from test_bentoml import CHURN, ROW, predict, stop_everything_under
 
 import crispml
 
 pytestmark = pytest.mark.slow
-
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 FOLDER_REGISTRY = '''
 """A model registry that is a folder: models/<name>/<version>/{model.pkl, model.json}."""
@@ -100,6 +99,9 @@ def _fit(C: float) -> Any:
 
 @dataclass
 class Project:
+    """A project whose only registry is the folder one (``folder_registry_project``), served on
+    ``port``; ``env`` is the environment of its commands."""
+
     path: Path
     port: int
     env: dict[str, str]
@@ -110,21 +112,39 @@ class Project:
         return f"http://127.0.0.1:{self.port}"
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CRISPML, *args], cwd=self.path, capture_output=True, text=True, timeout=timeout, env=self.env
-        )
+        return run_cli(self.path, *args, timeout=timeout, base_env=self.env, columns=None)
 
 
-@pytest.fixture(scope="module")
-def folder_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    root = tmp_path_factory.mktemp("folder-registry")
+def folder_registry_project(root: Path, **modules: str) -> tuple[Path, Path, dict[str, str]]:
+    """Under ``root``: a ``site`` folder where the folder registry is installed as a third-party
+    entry point (with ``modules``, name → source, beside it), an empty ``project`` (its
+    ``.crispml/``), and the environment its commands run in — the site on ``PYTHONPATH``, the
+    mlflow plugin disabled (the folder is the only registry), ``HOME`` an empty folder.
+    ``(site, project, env)``; this module's tests and ``test_batching`` serve from it."""
     site, project = root / "site", root / "project"
     dist = site / "crispml_folder_registry-1.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: crispml-folder-registry\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[crispml]\nfolder = tp_folder_registry\n")
     (site / "tp_folder_registry.py").write_text(FOLDER_REGISTRY)
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
     (project / ".crispml").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "CRISPML_PROJECT": str(project),
+        "CRISPML_DISABLE_PLUGINS": "mlflow",  # no MLflow anywhere: the folder is the only registry
+        "HOME": str(root / "home"),
+    }
+    (root / "home").mkdir()
+    return site, project, env
+
+
+@pytest.fixture(scope="module")
+def folder_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("folder-registry")
+    _, project, env = folder_registry_project(root)
     models = {}
     for version, C in (("1", 1.0), ("2", 0.01)):
         model, frame = _fit(C)
@@ -159,14 +179,6 @@ def folder_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project
         },
     }
     (project / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(site),
-        "CRISPML_PROJECT": str(project),
-        "CRISPML_DISABLE_PLUGINS": "mlflow",  # no MLflow anywhere: the folder is the only registry
-        "HOME": str(root / "home"),
-    }
-    (root / "home").mkdir()
     try:
         yield Project(path=project, port=port, env=env, models=models)
     finally:

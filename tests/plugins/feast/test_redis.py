@@ -3,7 +3,6 @@ answer on 127.0.0.1:6379, failed instead under CI=true). Tests use their own flu
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from suite_helpers import free_port
 from test_materialize import assert_parity, online
 
 from conftest import CUSTOMERS, FeatureRepo, require_service
@@ -80,9 +80,7 @@ def test_unreachable_redis_fails_within_seconds_in_one_line(
     from crispml import CrispmlError
     from crispml_feast._materialize import open_for
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    port = free_port()  # nothing listens there
     feature_repo.write_recent_usage()
     recipe = feature_repo.write_recipe(online_store={"type": "redis", "connection_string": f"127.0.0.1:{port}"})
     from crispml import check

@@ -14,7 +14,6 @@ Two deployments, each from one real ``crispml run`` (feast → sklearn → mlflo
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -24,50 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 from services import service_answers
+from suite_helpers import free_port, run_cli
 from test_materialize import _store, historical_at
-from test_serving_e2e import CRISPML, _free_port, post
+from test_serving_e2e import deploy_by_key, post, serving_repo
 
-from conftest import CUSTOMERS, DAYS, FeatureRepo, labels_frame, require_service
+from conftest import CUSTOMERS, FeatureRepo, require_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 REDIS_DB = 14  # this module's own database on the shared Redis: flushed before and after
-
-
-def _project(tmp_path_factory: pytest.TempPathFactory, name: str) -> FeatureRepo:
-    project = tmp_path_factory.mktemp(name)
-    (project / "features").mkdir()
-    repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
-    repo.write_definitions()
-    day0 = repo.write_recent_usage()
-    labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
-    labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
-    labels.to_parquet(repo.labels)
-    return repo
-
-
-def _deploy(repo: FeatureRepo, connection: str, model: str, env: dict[str, str]) -> tuple[str, Any]:
-    """One ``crispml run`` that trains, registers, materializes into Redis and deploys."""
-    port = _free_port()
-    recipe = repo.write_recipe(
-        materialize=True,
-        online_store={"type": "redis", "connection_string": connection},
-        steps={
-            "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}},
-            "register": {"use": "mlflow", "model_name": model},
-            "deploy": {"use": "bentoml", "name": model.replace("_", "-"), "port": port},
-        },
-    )
-    proc = subprocess.run(
-        [CRISPML, "run", str(recipe)], cwd=repo.project, capture_output=True, text=True, timeout=900, env=env
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from crispml import RunStore
-
-    store = RunStore(repo.project)
-    return f"http://127.0.0.1:{port}", store.load_result(store.list_runs()[0]["run_id"], "train")
 
 
 def _assert_served_like_the_join(url: str, result: Any, store: Any) -> None:
@@ -84,12 +49,9 @@ def _assert_served_like_the_join(url: str, result: Any, store: Any) -> None:
     assert body["predictions"] == model.predict(rows[["minutes", "calls"]]).tolist()
 
 
-def _env(repo: FeatureRepo, **extra: str) -> dict[str, str]:
-    return {**os.environ, "CRISPML_PROJECT": str(repo.project), "COLUMNS": "200", **extra}
-
-
-def _undeploy(repo: FeatureRepo, name: str, env: dict[str, str]) -> None:
-    subprocess.run([CRISPML, "undeploy", name], cwd=repo.project, env=env, timeout=120, capture_output=True)
+def _redis(connection: str) -> dict[str, str]:
+    """The online store option of a recipe that materializes into Redis at ``connection``."""
+    return {"type": "redis", "connection_string": connection}
 
 
 # -- the shared Redis ---------------------------------------------------------------------------
@@ -104,14 +66,13 @@ def shared_redis(
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_timeout=5)
     client.flushdb()
-    repo = _project(tmp_path_factory, "feast-redis-http")
-    env = _env(repo)
+    repo = serving_repo(tmp_path_factory, "feast-redis-http")
     try:
-        url, result = _deploy(repo, f"127.0.0.1:6379,db={REDIS_DB}", "churn_redis", env)
+        url, result = deploy_by_key(repo, "churn_redis", online_store=_redis(f"127.0.0.1:6379,db={REDIS_DB}"))
         assert client.dbsize() == CUSTOMERS  # materialized into this db, not elsewhere
         yield repo, url, result
     finally:
-        _undeploy(repo, "churn-redis", env)
+        run_cli(repo.project, "undeploy", "churn-redis", timeout=120)
         client.flushdb()
         client.close()
 
@@ -134,7 +95,7 @@ class PrivateRedis:
 
     def __init__(self, password: str) -> None:
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -164,13 +125,13 @@ def private_redis(
         pytest.skip("redis-server is not on PATH")
     server = PrivateRedis("pw-" + secrets.token_hex(12))
     server.start()
-    repo = _project(tmp_path_factory, "feast-redis-password")
-    env = _env(repo, FEAST_REDIS=f"127.0.0.1:{server.port},password={server.password}")
+    repo = serving_repo(tmp_path_factory, "feast-redis-password")
+    env = {"FEAST_REDIS": f"127.0.0.1:{server.port},password={server.password}"}
     try:
-        url, result = _deploy(repo, "${env:FEAST_REDIS}", "churn_pw", env)
+        url, result = deploy_by_key(repo, "churn_pw", online_store=_redis("${env:FEAST_REDIS}"), env=env)
         yield repo, url, result, server
     finally:
-        _undeploy(repo, "churn-pw", env)
+        run_cli(repo.project, "undeploy", "churn-pw", timeout=120, env=env)
         server.stop()
 
 
@@ -185,14 +146,7 @@ def test_a_password_from_the_environment_reaches_the_server_and_no_file(
     connection = f"127.0.0.1:{server.port},password={server.password}"
     store = _store(repo, online_store={"type": "redis", "connection_string": connection})
     _assert_served_like_the_join(url, result, store)
-    proc = subprocess.run(
-        [CRISPML, "build", "churn-pw"],
-        cwd=repo.project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=_env(repo, FEAST_REDIS=connection),
-    )
+    proc = run_cli(repo.project, "build", "churn-pw", timeout=600, env={"FEAST_REDIS": connection})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert server.password not in proc.stdout + proc.stderr
     shipped = next((repo.project / ".crispml" / "bentoml" / "bentos").rglob("src/features/feast_serving.json"))
@@ -205,14 +159,17 @@ def test_without_the_variable_the_deploy_says_which_one(
     private_redis: tuple[FeatureRepo, str, Any, PrivateRedis],
 ) -> None:
     repo, _, _, _ = private_redis
-    env = {k: v for k, v in _env(repo).items() if k != "FEAST_REDIS"}
-    proc = subprocess.run(
-        [CRISPML, "deploy", "churn_pw/1", "--name", "churn-pw-noenv", "--port", str(_free_port())],
-        cwd=repo.project,
-        capture_output=True,
-        text=True,
+    port = str(free_port())
+    proc = run_cli(
+        repo.project,
+        "deploy",
+        "churn_pw/1",
+        "--name",
+        "churn-pw-noenv",
+        "--port",
+        port,
         timeout=600,
-        env=env,
+        env={"FEAST_REDIS": None},
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "${env:FEAST_REDIS}, which is not set" in proc.stderr and "Traceback" not in proc.stderr
@@ -236,15 +193,9 @@ def test_when_redis_stops_requests_are_a_clear_503_in_seconds_and_deploys_are_re
     assert f"feature store: online store redis at 127.0.0.1:{server.port} unavailable" in logs
     assert server.password not in logs
 
-    env = _env(repo, FEAST_REDIS=f"127.0.0.1:{server.port},password={server.password}")
-    proc = subprocess.run(
-        [CRISPML, "deploy", "churn_pw/1", "--name", "churn-pw-2", "--port", str(_free_port())],
-        cwd=repo.project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    env = {"FEAST_REDIS": f"127.0.0.1:{server.port},password={server.password}"}
+    port = str(free_port())
+    proc = run_cli(repo.project, "deploy", "churn_pw/1", "--name", "churn-pw-2", "--port", port, timeout=600, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out  # rejected: nothing switched
     assert f"Redis at 127.0.0.1:{server.port} does not answer within 3 s" in out

@@ -9,32 +9,21 @@ the same time; an unknown key is a 400; the prediction log records the features 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from suite_helpers import free_port, run_cli
 from test_materialize import _store, historical_at
 
 from conftest import CUSTOMERS, DAYS, FeatureRepo, labels_frame
 
 pytestmark = pytest.mark.slow
-CRISPML = str(Path(sys.executable).with_name("crispml"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def post(url: str, body: Any) -> tuple[int, Any]:
@@ -59,46 +48,57 @@ class Served:
     result: Any
 
 
+def serving_repo(tmp_path_factory: pytest.TempPathFactory, name: str) -> FeatureRepo:
+    """A fresh project ``name`` with the feature definitions, usage up to now and labels from day
+    3 on: what every serving test here and in ``test_redis_serving`` trains on."""
+    project = tmp_path_factory.mktemp(name)
+    (project / "features").mkdir()
+    repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
+    repo.write_definitions()
+    day0 = repo.write_recent_usage()
+    labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
+    labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
+    labels.to_parquet(repo.labels)
+    return repo
+
+
+def deploy_by_key(
+    repo: FeatureRepo,
+    model: str,
+    *,
+    online_store: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[str, Any]:
+    """One ``crispml run`` that trains, registers ``model``, materializes (into ``online_store``,
+    default the repo's own) and deploys it as ``model`` with dashes on a free port; ``env`` adds
+    variables. The served URL and the train stage's result (the model to compare with)."""
+    port = free_port()
+    recipe = repo.write_recipe(
+        materialize=True,
+        online_store=online_store,
+        steps={
+            "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}},
+            "register": {"use": "mlflow", "model_name": model},
+            "deploy": {"use": "bentoml", "name": model.replace("_", "-"), "port": port},
+        },
+    )
+    proc = run_cli(repo.project, "run", str(recipe), timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from crispml import RunStore
+
+    store = RunStore(repo.project)
+    return f"http://127.0.0.1:{port}", store.load_result(store.list_runs()[0]["run_id"], "train")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, feast_backend: Any) -> Iterator[Served]:
     """One deployment for the module's tests (a run with a real server takes minutes here)."""
-    project = tmp_path_factory.mktemp("feast-serving")
-    (project / "features").mkdir()
-    feature_repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
-    feature_repo.write_definitions()
-    day0 = feature_repo.write_recent_usage()
-    labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
-    labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
-    labels.to_parquet(feature_repo.labels)
-    port = _free_port()
-    recipe = feature_repo.write_recipe(
-        materialize=True,
-        steps={
-            "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}},
-            "register": {"use": "mlflow", "model_name": "churn_keys"},
-            "deploy": {"use": "bentoml", "name": "churn-keys", "port": port},
-        },
-    )
-    env = {**os.environ, "CRISPML_PROJECT": str(feature_repo.project), "COLUMNS": "200"}
+    feature_repo = serving_repo(tmp_path_factory, "feast-serving")
     try:
-        proc = subprocess.run(
-            [CRISPML, "run", str(recipe)],
-            cwd=feature_repo.project,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=env,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        from crispml import RunStore
-
-        store = RunStore(feature_repo.project)
-        result = store.load_result(store.list_runs()[0]["run_id"], "train")
-        yield Served(feature_repo, f"http://127.0.0.1:{port}", result)
+        url, result = deploy_by_key(feature_repo, "churn_keys")
+        yield Served(feature_repo, url, result)
     finally:
-        subprocess.run(
-            [CRISPML, "undeploy", "churn-keys"], cwd=feature_repo.project, env=env, timeout=120, capture_output=True
-        )
+        run_cli(feature_repo.project, "undeploy", "churn-keys", timeout=120)
 
 
 def test_clients_send_keys_and_get_the_models_answer_on_the_point_in_time_features(served: Served) -> None:
@@ -153,39 +153,27 @@ def test_the_prediction_log_records_keys_and_the_features_used(served: Served) -
 def test_a_deploy_before_materializing_is_rejected_by_the_smoke_gate(
     tmp_path_factory: pytest.TempPathFactory, feast_backend: Any
 ) -> None:
-    project = tmp_path_factory.mktemp("feast-unmaterialized")
-    (project / "features").mkdir()
-    repo = FeatureRepo(project, project / "features", project / "recipe.yaml")
-    repo.write_definitions()
-    day0 = repo.write_recent_usage()
-    labels = pd.concat([labels_frame(day=d) for d in range(3, DAYS)], ignore_index=True)
-    labels["event_timestamp"] = labels["event_timestamp"] - pd.Timestamp("2026-01-01", tz="UTC") + day0
-    labels.to_parquet(repo.labels)
+    repo = serving_repo(tmp_path_factory, "feast-unmaterialized")
+    project = repo.project
     recipe = repo.write_recipe(
         steps={
             "train": {"use": "sklearn", "estimator": "sklearn.tree.DecisionTreeClassifier"},
             "register": {"use": "mlflow", "model_name": "churn_cold"},
-            "deploy": {"use": "bentoml", "name": "churn-cold", "port": _free_port()},
+            "deploy": {"use": "bentoml", "name": "churn-cold", "port": free_port()},
         },
     )
-    env = {**os.environ, "CRISPML_PROJECT": str(project), "COLUMNS": "200"}
     try:
-        proc = subprocess.run(
-            [CRISPML, "run", str(recipe)], cwd=project, capture_output=True, text=True, timeout=900, env=env
-        )
+        proc = run_cli(project, "run", str(recipe), timeout=900)
         assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]  # rejected
         assert "online store has no features for 5 of 5 example keys: run crispml materialize" in (
             proc.stdout + proc.stderr
         )
     finally:
-        subprocess.run([CRISPML, "undeploy", "churn-cold"], cwd=project, env=env, timeout=120, capture_output=True)
+        run_cli(project, "undeploy", "churn-cold", timeout=120)
 
 
 def test_a_built_bento_ships_the_resolver_and_its_pinned_feast(served: Served) -> None:
-    env = {**os.environ, "CRISPML_PROJECT": str(served.repo.project), "COLUMNS": "200"}
-    proc = subprocess.run(
-        [CRISPML, "build", "churn-keys"], cwd=served.repo.project, capture_output=True, text=True, timeout=600, env=env
-    )
+    proc = run_cli(served.repo.project, "build", "churn-keys", timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     bentos = served.repo.project / ".crispml" / "bentoml" / "bentos"
     shipped = {p.name for p in bentos.rglob("src/features/*")}
@@ -201,7 +189,6 @@ def test_a_feature_removed_since_training_rejects_the_deploy_and_the_old_version
     from crispml import deployment
 
     repo = served.repo
-    env = {**os.environ, "CRISPML_PROJECT": str(repo.project), "COLUMNS": "200"}
     recipe = repo.write_recipe(
         name="recipe_v2.yaml",
         steps={
@@ -209,9 +196,7 @@ def test_a_feature_removed_since_training_rejects_the_deploy_and_the_old_version
             "register": {"use": "mlflow", "model_name": "churn_keys"},
         },
     )
-    proc = subprocess.run(
-        [CRISPML, "run", str(recipe)], cwd=repo.project, capture_output=True, text=True, timeout=900, env=env
-    )
+    proc = run_cli(repo.project, "run", str(recipe), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     before = deployment("churn-keys", repo.project)
     assert before is not None and before.model.endswith("/1"), before
@@ -222,14 +207,7 @@ def test_a_feature_removed_since_training_rejects_the_deploy_and_the_old_version
     original = defs.read_text()
     defs.write_text(original.replace(', Field(name="calls", dtype=Int64)', ""))
     try:
-        proc = subprocess.run(
-            [CRISPML, "deploy", "churn_keys/2", "--name", "churn-keys"],
-            cwd=repo.project,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
+        proc = run_cli(repo.project, "deploy", "churn_keys/2", "--name", "churn-keys", timeout=600)
     finally:
         defs.write_text(original)
     out = proc.stdout + proc.stderr

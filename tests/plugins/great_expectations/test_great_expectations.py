@@ -8,30 +8,28 @@ their exit code and terminal output are what is being tested.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from suite_helpers import run_cli
 
 import crispml
 
 REPO = Path(__file__).resolve().parents[3]
 CHURN = REPO / "examples" / "quickstart" / "data" / "churn.csv"
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 
 
 # -- fixtures and helpers -----------------------------------------------------------------
 
 
-def _cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([CRISPML, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=full)
+_cli = partial(run_cli, set_project=False)  # each command finds its project from its folder
 
 
 @pytest.fixture(scope="session")

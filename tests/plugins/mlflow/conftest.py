@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,17 +25,12 @@ from typing import Any
 import pytest
 import yaml
 from services import require_service
+from suite_helpers import free_port
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

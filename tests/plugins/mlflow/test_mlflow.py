@@ -16,36 +16,23 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from suite_helpers import CRISPML, free_port, run_cli
 
 import crispml
 from crispml import Declaration, Options, hash_file, hookimpl
 
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 CHURN = Path(__file__).resolve().parents[3] / "examples" / "quickstart" / "data" / "churn.csv"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 REGISTER = {"use": "mlflow", "model_name": "churn", "compare_on": "roc_auc", "min_improvement": 0.0}
 
 
-def cli(project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
-    return subprocess.run(
-        [CRISPML, *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
+cli = partial(run_cli, timeout=180, set_project=False)  # the project is the folder it runs in
 
 
 def main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from suite_helpers import free_port, run_cli
 
-CRISPML = str(Path(sys.executable).with_name("crispml"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "true"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen[Any], log: Path, timeout: float = 180) -> None:
@@ -157,8 +150,6 @@ def cli(project: Path, cli_env: dict[str, str]) -> Callable[..., subprocess.Comp
         *args: str, timeout: float = 300, env: dict[str, str | None] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``env`` adds variables; a ``None`` value removes one."""
-        full = {**cli_env, **(env or {})}
-        clean = {k: v for k, v in full.items() if v is not None}
-        return subprocess.run([CRISPML, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=clean)
+        return run_cli(project, *args, timeout=timeout, base_env=cli_env, env=env)
 
     return run

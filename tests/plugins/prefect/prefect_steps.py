@@ -7,19 +7,11 @@ score a gate tests.
 
 from __future__ import annotations
 
-import socket
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 STEPS = textwrap.dedent(
     '''

@@ -13,8 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-
-from prefect_steps import free_port
+from suite_helpers import free_port
 
 QUICK = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 

@@ -285,7 +285,7 @@ def test_the_ephemeral_api_keeps_its_state_in_the_project(project: Path, cli: Ca
 
 
 def test_a_silent_api_fails_the_run_in_one_line(project: Path, cli: Callable[..., Any]) -> None:
-    from prefect_steps import free_port
+    from suite_helpers import free_port
 
     recipe = write_recipe(project)
     silent = f"http://127.0.0.1:{free_port()}/api"

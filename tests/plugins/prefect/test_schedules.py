@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import yaml
 from services import require_service
+from suite_helpers import free_port
 
-from prefect_steps import free_port, write_recipe
+from prefect_steps import write_recipe
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
