@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     )
     from crispml.fingerprint import hash_file
     from crispml.gates import Gate
-    from crispml.manifest import Attempt, CandidateRecord, Manifest, StageRecord
+    from crispml.manifest import Attempt, CandidateRecord, Manifest, ProductionWindow, StageRecord
     from crispml.models import deployment, load_model, resolve_model, serving_features
     from crispml.monitoring import MonitorResult, monitor, retrain_recipe
     from crispml.plan import RunPlan
@@ -148,6 +148,7 @@ _LAZY = {
     "print_rows": "crispml.tables",
     "Attempt": "crispml.manifest",
     "Manifest": "crispml.manifest",
+    "ProductionWindow": "crispml.manifest",
     "StageRecord": "crispml.manifest",
     "redact": "crispml._redact",
     "flatten": "crispml._redact",

@@ -302,6 +302,7 @@ def runs(as_json: bool, limit: int) -> None:
         {
             "run_id": m.run_id,
             "recipe": m.recipe_name,
+            "kind": m.kind,
             "status": run_state(m),
             "started": m.started,
             "duration": m.duration,
@@ -352,6 +353,10 @@ def show(run_id: str, as_json: bool) -> None:
     env = manifest.environment
     git = env.get("git") or {}
     console.print(f"[bold]{manifest.run_id}[/]  recipe {manifest.recipe_name}  status [bold]{run_state(manifest)}[/]")
+    if manifest.kind:  # not a lifecycle run: a monitor or validate-data run
+        window = manifest.window
+        served = f"  deployment {window.deployment} ({window.model or 'version unknown'})" if window else ""
+        console.print(f"kind: {manifest.kind}{served}")
     if manifest.rejection:
         console.print(f"rejected: {manifest.rejection}")
     if manifest.error:

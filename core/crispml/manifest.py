@@ -105,6 +105,16 @@ class StageRecord(_Document):
     """The candidate whose model this stage handed on (its ``index``)."""
 
 
+class ProductionWindow(_Document):
+    """The production traffic a ``validate-data`` run validated: the deployment whose prediction
+    log it read, and the version that was serving it (only that version's requests count)."""
+
+    deployment: str
+    model: str | None = None
+    """The served version as ``name/version`` (``churn/3``); ``None`` when the serving plugin
+    did not say."""
+
+
 class Manifest(_Document):
     """Everything recorded about one run."""
 
@@ -137,6 +147,14 @@ class Manifest(_Document):
     resumes: int = 0
     reproduces: str | None = None
     """For a run made by ``crispml reproduce``: the id of the run it re-ran."""
+    kind: str | None = None
+    """What sort of run: ``None`` for a recipe's lifecycle run (``crispml run``, and the reruns,
+    resumes and retrains of one), ``monitor`` for ``crispml monitor`` (the monitor step alone),
+    ``validate-data`` for ``crispml validate-data`` (the validate step on a production window).
+    A plain string, not a closed set, so that a kind a newer crispml adds still loads here.
+    Manifests written before it was declared carry it as an extra field, read into it."""
+    window: ProductionWindow | None = None
+    """For a ``validate-data`` run: the production traffic it validated."""
 
     @classmethod
     def load(cls, data: dict[str, Any]) -> Manifest:

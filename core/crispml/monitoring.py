@@ -242,7 +242,7 @@ def _monitor_run(resolved: Resolved, store: RunStore) -> RunResult:
     context = _context(resolved, store)
     step.options.ready(context)  # a missing deployment: one line, exit 2, no run recorded
     plan = RunPlan(dataclasses.replace(resolved, steps=[step]), context, use_cache=False)
-    setattr(plan.manifest, "kind", KIND)  # noqa: B010 — an extra field of the typed manifest
+    plan.manifest.kind = KIND
     return _execute(plan)
 
 
@@ -264,7 +264,7 @@ def _hold(store: RunStore, name: str, policy: RetrainPolicy) -> str | None:
     """Why no retrain may start now, or ``None``."""
     runs = [m for m in store.list_runs() if m.recipe_name == name]
     if policy.after > 1:
-        monitors = [m for m in runs if m.get("kind") == KIND and m.status in ("succeeded", "rejected")]
+        monitors = [m for m in runs if m.kind == KIND and m.status in ("succeeded", "rejected")]
         streak = 0
         for manifest in monitors[: policy.after]:
             if not _drifted(manifest):

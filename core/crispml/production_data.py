@@ -26,6 +26,7 @@ from typing import Any
 from crispml._isolation import isolate
 from crispml.durations import parse_duration
 from crispml.errors import EXIT_SUCCEEDED, UsageError
+from crispml.manifest import ProductionWindow
 from crispml.models import deployment as find_deployment
 from crispml.plan import RunPlan
 from crispml.plugins import Plugins
@@ -237,8 +238,8 @@ def validate_data(
         one = dataclasses.replace(resolved, steps=[step], runner="local", runner_options=_local_options())
         context = _context(one, store)
         plan = _WindowPlan(one, context, use_cache=False, window=dataset)
-        setattr(plan.manifest, "kind", KIND)  # noqa: B010 — an extra field of the typed manifest
-        setattr(plan.manifest, "window", {"deployment": served.name, "model": served.model})  # noqa: B010
+        plan.manifest.kind = KIND
+        plan.manifest.window = ProductionWindow(deployment=served.name, model=served.model)
         result.run = _execute(plan)
         return result
 

@@ -188,7 +188,7 @@ def stored_plan(
 ) -> RunPlan:
     """A plan over a run already in the store (call inside ``on_path(manifest.recipe_dir)``)."""
     resolved = resolve_checked(recipe, plugins, store.project_dir, reuse=manifest.use_cache, run=True)
-    if manifest.get("kind") == "monitor":
+    if manifest.kind == "monitor":
         resolved = dataclasses.replace(resolved, steps=[s for s in resolved.steps if s.stage == "monitor"])
     else:
         resolved = lifecycle_steps(resolved)

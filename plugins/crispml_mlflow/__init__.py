@@ -217,16 +217,22 @@ def crispml_register(
     dataset: Dataset,
     context: RunContext,
 ) -> ModelVersion:
+    from crispml_mlflow._backend import process_uris_kept
     from crispml_mlflow._register import register
 
-    return register(options, model, evaluation, dataset, context)
+    # MLflow's global URIs point at the registry from the model's logging to its registration
+    # (MLflow resolves the logged model through them): put back when the whole stage is over.
+    with process_uris_kept():
+        return register(options, model, evaluation, dataset, context)
 
 
 @hookimpl
 def crispml_load_model(reference: str, project_dir: Path) -> Any | None:
+    from crispml_mlflow._backend import process_uris_kept
     from crispml_mlflow._load import load_model
 
-    return load_model(reference, project_dir)
+    with process_uris_kept():
+        return load_model(reference, project_dir)
 
 
 @hookimpl

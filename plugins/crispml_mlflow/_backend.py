@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ ARTIFACTS_DIR = "mlartifacts"
 STORE_DIR = ".crispml"
 
 # MLflow's client is partly global (the fluent API that ``log_model`` uses reads the global
-# tracking URI): calls that rely on that state hold this lock.
+# tracking URI, and so does its registry when it registers a logged model): operations that rely
+# on that state hold this lock for their whole length (``process_uris_kept``).
 FLUENT_LOCK = threading.RLock()
 _INITIALISED: set[str] = set()
 
@@ -64,25 +66,95 @@ def mlflow() -> ModuleType:
     return _mlflow
 
 
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_scopes = 0  # how deep the current ``process_uris_kept`` scopes are nested (under FLUENT_LOCK)
+
+
+@contextlib.contextmanager
+def process_uris_kept() -> Iterator[None]:
+    """The scope of one crispml operation that points MLflow's process-global URIs at its store
+    (``fluent``): the register stage, a ``load_model``. When the outermost scope ends, the
+    process's own tracking and registry URIs, and the ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` that ``set_tracking_uri``/``set_registry_uri`` export, are what they
+    were before it began — so that a notebook's ``MlflowClient()``, or the next test in the same
+    process, reads its own store and not the last run's.
+
+    Not at the end of ``fluent`` itself: MLflow goes on reading the globals after
+    ``log_model`` returns (its SQL registry resolves the logged model ``models:/m-…`` through a
+    bare ``MlflowClient()`` in ``create_model_version``), so they must stay until the operation
+    that needed them is over. The scope holds ``FLUENT_LOCK`` throughout: another thread's
+    operation cannot repoint (or restore) the globals in the middle of this one. Take it before
+    any file lock (``register`` does), never after, so that two threads cannot wait on each other.
+    """
+    global _scopes
+    with FLUENT_LOCK:
+        if _scopes:  # nested (fluent inside the register stage): the outermost scope restores
+            _scopes += 1
+            try:
+                yield
+            finally:
+                _scopes -= 1
+            return
+        tracking, registry = _global_uris()
+        environment = {k: os.environ.get(k) for k in _URI_VARIABLES}
+        _scopes = 1
+        try:
+            yield
+        finally:
+            _scopes = 0
+            _restore_global_uris(tracking, registry)
+            _restore_environment(environment)
+
+
+_TRACKING_UTILS = "mlflow.tracking._tracking_service.utils"
+_REGISTRY_UTILS = "mlflow.tracking._model_registry.utils"
+
+
+def _global_uris() -> tuple[str | None, str | None]:
+    """MLflow's global URIs as set, not as resolved (``get_tracking_uri`` would turn "never set"
+    into a default, pinned from then on if put back); private names, MLflow has no public
+    "unset". Both ``None`` while MLflow is not imported: a scope that finds nothing of MLflow
+    loaded (a ``load_model`` of a reference that is not this plugin's) does not import it."""
+    tracking_utils, registry_utils = sys.modules.get(_TRACKING_UTILS), sys.modules.get(_REGISTRY_UTILS)
+    return (
+        getattr(tracking_utils, "_tracking_uri", None),
+        getattr(registry_utils, "_registry_uri", None),
+    )
+
+
+def _restore_global_uris(tracking: str | None, registry: str | None) -> None:
+    tracking_utils, registry_utils = sys.modules.get(_TRACKING_UTILS), sys.modules.get(_REGISTRY_UTILS)
+    if tracking_utils is not None and tracking_utils._tracking_uri != tracking:
+        # Through set_tracking_uri: it also resets the tracer provider that caches the URI.
+        tracking_utils.set_tracking_uri(tracking)
+    if registry_utils is not None:
+        registry_utils._registry_uri = registry
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextlib.contextmanager
 def fluent(uri: str) -> Iterator[ModuleType]:
     """MLflow's fluent API pointed at ``uri`` for the duration (``log_model`` and
-    ``pyfunc.load_model`` read the global URIs). ``set_tracking_uri`` also exports
-    ``MLFLOW_TRACKING_URI``: the environment is restored after, so that it never leaks into
-    the next run's choice of store."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    with FLUENT_LOCK:
+    ``pyfunc.load_model`` read the global URIs), inside a ``process_uris_kept`` scope: the
+    globals stay on ``uri`` until the operation around it ends (alone, until this ends).
+    ``set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``: the environment is restored as
+    this ends, so that it never leaks into the next run's choice of store."""
+    with process_uris_kept():
+        saved = {k: os.environ.get(k) for k in _URI_VARIABLES}
         module = mlflow()
         try:
             module.set_tracking_uri(uri)
             module.set_registry_uri(uri)
             yield module
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            _restore_environment(saved)
 
 
 def set_http_limits(timeout: int, max_retries: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from suite_helpers import run_cli
 
-from crispml import Manifest, StageRecord
+from crispml import Manifest, ProductionWindow, StageRecord
 from crispml.testing import run_with
 
 from conftest import basic_recipe
@@ -115,3 +115,48 @@ def test_a_run_recorded_by_an_older_crispml_shows_and_resumes(project: Path) -> 
     assert manifest.status == "succeeded" and manifest.resumes == 1 and manifest.schema_version == 2
     assert manifest.stage_status == {"load": "succeeded", "train": "succeeded", "evaluate": "succeeded"}
     assert [a.error is None for a in manifest.stage("train").attempts] == [False, True]
+
+
+# -- kind and window: declared fields, read from manifests written before they were ------------
+
+WINDOW = {"deployment": "churn", "model": "churn/2"}
+
+
+def test_kind_and_window_are_typed_and_older_manifests_load() -> None:
+    v1 = Manifest.load(json.loads(V1.read_text()))
+    assert (v1.kind, v1.window) == (None, None)  # version 1: a lifecycle run
+    # Version 2 as written before the fields were declared: a lifecycle run has neither...
+    plain = v1.to_dict()
+    del plain["kind"], plain["window"]
+    loaded = Manifest.load(plain)
+    assert (loaded.kind, loaded.window) == (None, None) and not loaded.model_extra
+    # ...and a validate-data run had them as extra, untyped fields: now read into the typed ones.
+    old = {**plain, "kind": "validate-data", "window": dict(WINDOW)}
+    loaded = Manifest.load(old)
+    assert loaded.kind == "validate-data" and not loaded.model_extra
+    assert isinstance(loaded.window, ProductionWindow) and loaded.window == ProductionWindow(**WINDOW)
+    assert loaded.window.deployment == "churn" and loaded["window"]["model"] == "churn/2"  # dict-style too
+    assert Manifest.load(loaded.to_dict()) == loaded and loaded.to_dict()["window"] == WINDOW
+    monitor = Manifest.load({**plain, "kind": "monitor"})
+    assert monitor.kind == "monitor" and monitor.window is None
+    # A kind or a window field a newer crispml adds still loads (and survives a write back).
+    newer = Manifest.load({**plain, "kind": "backfill", "window": {**WINDOW, "since": "24h"}})
+    assert newer.kind == "backfill" and newer.to_dict()["window"]["since"] == "24h"
+
+
+def test_runs_and_show_name_a_validate_data_run_recorded_before(project: Path) -> None:
+    run_dir = project / ".crispml" / "runs" / V1_RUN
+    run_dir.mkdir(parents=True)
+    raw = json.loads(V1.read_text().replace("<project>", str(project)))
+    (run_dir / "manifest.json").write_text(json.dumps({**raw, "kind": "validate-data", "window": WINDOW}))
+    cli = partial(run_cli, project, timeout=120)
+
+    listed = cli("runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["run_id"], r["kind"]) for r in json.loads(listed.stdout)] == [(V1_RUN, "validate-data")]
+    assert cli("runs").returncode == 0
+    shown = cli("show", V1_RUN)
+    assert shown.returncode == 0, shown.stderr
+    assert "kind: validate-data  deployment churn (churn/2)" in shown.stdout
+    as_json = json.loads(cli("show", V1_RUN, "--json").stdout)
+    assert (as_json["kind"], as_json["window"]) == ("validate-data", WINDOW)

@@ -551,6 +551,10 @@ def test_validate_data_passes_a_good_window_without_its_labels(proj: Path) -> No
     assert result.line().startswith("churn/2 · 300 requests (40 from other versions not validated) · suite passed (")
     manifest = result.run.manifest
     assert manifest["kind"] == "validate-data" and [s["name"] for s in manifest["stages"]] == ["validate"]
+    # What it validated, typed in the manifest and in its file: the deployment and the version serving.
+    assert manifest.window == crispml.ProductionWindow(deployment="churn", model="churn/2")
+    stored = crispml.RunStore(proj).read_manifest(result.run.run_id)
+    assert (stored.kind, stored.window) == ("validate-data", manifest.window) and not stored.model_extra
     report = json.loads((result.run.run_dir / "artifacts" / "validate" / "validation.json").read_text())
     assert ("expect_column_values_to_be_in_set", "churned") in {
         (r["expectation"], r["column"]) for r in report["skipped"]

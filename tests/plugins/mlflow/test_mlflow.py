@@ -227,10 +227,11 @@ def test_register_champion_challenger_gate_and_audit(mlflow_project: Path, write
     assert float(v1.tags["crispml.metric.roc_auc"]) == pytest.approx(first["evaluation"].metrics["roc_auc"])
     assert v1.tags["crispml.data_fingerprint"] == hash_file(CHURN)
     # Signature and input example were logged with the model.
-    from mlflow.models import get_model_info
+    from mlflow.models import Model
 
-    info = get_model_info("models:/churn/1")
-    assert info.signature is not None and info.saved_input_example_info is not None
+    # Read from its files: MLflow's global URIs (get_model_info's way in) are not this store's.
+    logged = Model.load(c.get_model_version_download_uri("churn", "1"))
+    assert logged.signature is not None and logged.saved_input_example_info is not None
 
     # The same trained model again (unchanged recipe, data and code): no new version.
     again = crispml.run(recipe)
@@ -292,6 +293,82 @@ def test_register_champion_challenger_gate_and_audit(mlflow_project: Path, write
         crispml.load_model("churn@nope")
     with pytest.raises(crispml.UsageError, match="no installed plugin knows"):
         crispml.load_model("unknown_model@champion")
+
+
+# -- MLflow's process-global URIs -------------------------------------------------------------
+
+URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def mlflow_globals() -> tuple[Any, Any, dict[str, str | None]]:
+    """MLflow's process-global tracking and registry URIs as set (``None``: never set), and the
+    environment variables ``set_tracking_uri``/``set_registry_uri`` export."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in URI_VARS}
+
+
+@pytest.mark.parametrize("before", ["defaults", "set"])
+def test_a_run_leaves_the_process_mlflow_uris_as_they_were(
+    before: str,
+    mlflow_project: Path,
+    write_recipe: Callable[..., Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notebook's ``MlflowClient()`` (or the next test in this worker) after a crispml run
+    still reads its own store: the plugin points MLflow's globals at the run's store only while
+    a register stage or a ``load_model`` needs them, and puts back what was there."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # This test's starting point, whatever earlier tests in this process left (undone after it).
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    for key in URI_VARS:
+        # Set, then deleted: monkeypatch records (and puts back) only a variable it changed, and
+        # set_tracking_uri below exports it behind monkeypatch's back.
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    store = embedded(mlflow_project)  # B: where the runs register
+    connection: dict[str, Any] = {}
+    if before == "set":
+        # A: the process's own MLflow points elsewhere (never opened: only the URIs are compared).
+        elsewhere = f"sqlite:///{tmp_path_factory.mktemp('elsewhere') / 'own.db'}"
+        mlflow.set_tracking_uri(elsewhere)
+        mlflow.set_registry_uri(elsewhere)
+        connection = {"tracking_uri": store}  # $MLFLOW_TRACKING_URI (A) would be crispml's default
+    expected = mlflow_globals()
+    uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+
+    recipe = write_recipe(
+        tracking={"mlflow": connection} if connection else ["mlflow"], register={**REGISTER, **connection}
+    )
+    first = crispml.run(recipe)
+    assert first.status == "succeeded", first.error
+    assert mlflow_globals() == expected
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == uris
+    own = mlflow.MlflowClient()
+    assert (own.tracking_uri, own._registry_uri) == uris
+    worse = crispml.run(recipe, overrides=["train.params.C=0.001"])
+    assert worse.status == "rejected" and "does not beat champion version 1" in worse.manifest["rejection"]
+    assert mlflow_globals() == expected
+
+    c = client(store)
+    assert champion(c) == "1"
+    assert str(c.get_model_version_by_alias("churn", "challenger").version) == "2"
+    if before == "set":
+        # crispml.load_model reads $MLFLOW_TRACKING_URI: the notebook points it (alone) at B.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+        expected = mlflow_globals()
+    import pandas as pd
+
+    model = crispml.load_model("churn@champion")
+    assert len(model.predict(pd.read_csv(CHURN).drop(columns=["churned"]).head(5))) == 5
+    assert mlflow_globals() == expected
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == uris
 
 
 def test_a_model_changed_only_behind_its_estimator_is_registered(
@@ -674,10 +751,14 @@ def test_tracking_and_registry_on_an_mlflow_server(
 ) -> None:
     register = {**REGISTER, "model_name": "churn_server"}
     recipe = write_recipe(tracking={"mlflow": {"tracking_uri": mlflow_server}}, register=register)
+    before = mlflow_globals()
     first = crispml.run(recipe)
     assert first.status == "succeeded", first.error
     worse = crispml.run(recipe, overrides=["train.params.C=0.001"])
     assert worse.status == "rejected"
+    # The process's own MLflow (a notebook's MlflowClient(), the next test) is where it was: the
+    # runs pointed MLflow's global URIs at the server only while their register stage used them.
+    assert mlflow_globals() == before
     c = client(mlflow_server)
     assert champion(c, "churn_server") == "1"
     run = c.get_run(first.manifest["links"]["mlflow_run_id"])
