@@ -37,6 +37,18 @@ class Predictions:
         self._X = X
         self._answers: dict[str, Any] = {}
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """What scikit-learn's ``check_is_fitted`` says of the estimator itself (else it would
+        judge this wrapper, whose own attributes name nothing fitted)."""
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(self._estimator)
+        except NotFittedError:
+            return False
+        return True
+
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._estimator, name)
         if name not in self._CACHED or not callable(attribute):

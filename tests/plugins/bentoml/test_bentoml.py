@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from suite_helpers import free_port, run_cli
+from suite_helpers import CRISPML, free_port, run_cli
 
 from crispml import hash_file
 
@@ -74,6 +74,13 @@ class Served:
         self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return run_cli(self.project, *args, timeout=timeout, env={"HOME": str(self.home), **(env or {})})
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """``crispml *args`` started in the background (to be killed mid-way), output discarded."""
+        env = {**os.environ, "CRISPML_PROJECT": str(self.project), "HOME": str(self.home)}
+        return subprocess.Popen(
+            [CRISPML, *args], cwd=self.project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
 
 def _our_processes(marker: str) -> list[int]:
@@ -868,22 +875,7 @@ def test_a_deploy_killed_while_resolving_leaves_no_launcher(served: Served) -> N
     """``kill -9`` of the deploying process while its launcher waits: the launcher's input closes
     with its parent, and it exits instead of waiting forever."""
     serving(served)
-    env = {**os.environ, "CRISPML_PROJECT": str(served.project), "HOME": str(served.home)}
-    deploying = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "crispml"),
-            "deploy",
-            "churn/1",
-            "--name",
-            "killed",
-            "--port",
-            str(free_port()),
-        ],
-        cwd=served.project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    deploying = served.start("deploy", "churn/1", "--name", "killed", "--port", str(free_port()))
     deadline = time.monotonic() + 60
     launchers: list[int] = []
     while not launchers and time.monotonic() < deadline and deploying.poll() is None:
@@ -906,15 +898,7 @@ def test_a_deploy_killed_before_its_switch_takes_its_servers_with_it(served: Ser
     serving(served)
     port = free_port()
     folder = served.project / ".crispml" / "deployments" / "tethered"
-    env = {**os.environ, "CRISPML_PROJECT": str(served.project), "HOME": str(served.home)}
-    command = [str(Path(sys.executable).parent / "crispml"), "deploy", "churn/1", "--name", "tethered"]
-    deploying = subprocess.Popen(
-        [*command, "--port", str(port)],
-        cwd=served.project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    deploying = served.start("deploy", "churn/1", "--name", "tethered", "--port", str(port))
     deadline = time.monotonic() + 120
     started: list[int] = []
     while time.monotonic() < deadline and deploying.poll() is None:

@@ -81,6 +81,52 @@ def test_evaluate_predicts_once_per_method_for_all_metrics_and_plots(
     assert len(calls) == 3 + 3  # the bare estimator: a call per metric
 
 
+@pytest.mark.parametrize(
+    ("estimator", "target", "metrics"),
+    [
+        ("sklearn.dummy.DummyClassifier", "churned", ["accuracy", "f1"]),
+        ("sklearn.svm.LinearSVC", "churned", ["accuracy", "roc_auc"]),  # no predict_proba
+        ("sklearn.ensemble.RandomForestClassifier", "churned", ["roc_auc", "neg_log_loss"]),
+        ("sklearn.linear_model.Ridge", "monthly_charges", ["r2", "neg_mean_absolute_error"]),
+    ],
+)
+def test_evaluate_scores_a_bare_estimator_as_its_bare_scorers_do(
+    project: Path, churn_csv: Path, tmp_path: Path, estimator: str, target: str, metrics: list[str]
+) -> None:
+    """The evaluate stage hands scorers and plots a wrapper that predicts once per method. A
+    train plugin of someone else's may hand it any fitted estimator, not only this plugin's
+    pipelines (which answer scikit-learn's "is it fitted?" themselves): a dummy, one with no
+    ``predict_proba``, a forest, a regressor — scored exactly as the bare scorers score them."""
+    import importlib
+
+    from sklearn.metrics import get_scorer
+
+    from crispml import TrainedModel
+    from crispml_sklearn import EvaluateOptions
+    from crispml_sklearn._evaluate import evaluate
+
+    shutil.copy(churn_csv, project / "c.csv")
+    recipe = Recipe(
+        name="bare",
+        split=Split(test_size=0.25, seed=0),
+        load=Step(use="files", path=str(project / "c.csv"), target=target),
+        train=Step(use="sklearn"),
+        evaluate=Step(use="sklearn"),
+    )
+    dataset = run(recipe, project=project)["dataset"]
+    frame = dataset.frame
+    columns = [c for c in frame.columns if c != target and frame[c].dtype.kind in "if" and not frame[c].isna().any()]
+    module, name = estimator.rsplit(".", 1)
+    train = dataset.train_frame
+    fitted = getattr(importlib.import_module(module), name)().fit(train[columns], train[target])
+    task = "regression" if target == "monthly_charges" else "classification"
+    model = TrainedModel(model=fitted, flavor="sklearn", task=task, target=target, feature_columns=columns)
+    evaluation = evaluate(EvaluateOptions(metrics=metrics), model, dataset, tmp_path)
+    X, y = dataset.test_frame[columns], dataset.test_frame[target]
+    assert evaluation.metrics == {m: float(get_scorer(m)(fitted, X, y)) for m in metrics}
+    assert ("confusion_matrix.png" in evaluation.artifacts) == (task == "classification")
+
+
 def test_regression_with_another_estimator(project: Path, churn_csv: Path) -> None:
     shutil.copy(churn_csv, project / "c.csv")
     recipe = Recipe(
