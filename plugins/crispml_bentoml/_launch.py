@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
-    _tether.watch()  # until the deploy keeps this server, it dies with the deploy
+    _tether.watch(folder=release)  # until the deploy keeps this server, it dies with the deploy
     serve(release, host, port)
 
 

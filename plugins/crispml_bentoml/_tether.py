@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import BinaryIO
 
 KEEP = b"keep\n"
@@ -34,9 +36,16 @@ def keep(proc: subprocess.Popen[bytes] | None) -> None:
         proc.stdin.close()
 
 
-def watch(stream: BinaryIO | None = None) -> None:
+GRACE_SECONDS = 5.0
+"""How long the process has to stop itself on SIGTERM before what is left is killed."""
+
+
+def watch(stream: BinaryIO | None = None, folder: Path | None = None) -> None:
     """The server's side: a daemon thread that waits for ``keep``; anything else, or the end of
-    the input, stops this process."""
+    the input, stops this process — SIGTERM to itself first; after :data:`GRACE_SECONDS`, SIGKILL
+    to what it started and to every process working in ``folder``, then it exits. The second
+    step is needed: BentoML's arbiter gives a worker that ignores SIGTERM while it starts up a
+    day to stop, and nothing was ever served here that a graceful stop would finish."""
     source = stream if stream is not None else sys.stdin.buffer
 
     def wait() -> None:
@@ -44,7 +53,16 @@ def watch(stream: BinaryIO | None = None) -> None:
             line = source.readline()
         except (OSError, ValueError):
             line = b""
-        if line != KEEP:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if line == KEEP:
+            return
+        import psutil
+
+        import crispml
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(GRACE_SECONDS)
+        left = [*psutil.Process().children(recursive=True), *(crispml.processes_in(folder) if folder else [])]
+        crispml.stop_tree(None, timeout=1.0, also=left)
+        os._exit(1)
 
     threading.Thread(target=wait, name="crispml-tether", daemon=True).start()
